@@ -1,0 +1,1 @@
+"""Infrastructure: settings, the table registry, the Spark session factory, local services, maintenance."""

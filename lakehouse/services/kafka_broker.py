@@ -1,0 +1,181 @@
+"""A single-node Apache Kafka broker in KRaft mode (broker + controller in one JVM), run from the Maven jars.
+
+The same main classes Kafka's own scripts call: `kafka.tools.StorageTool format` once, then `kafka.Kafka`.
+Data, config, log and pid file live under `<home>/kafka`.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lakehouse.services import process
+from lakehouse.settings import Settings
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    home: Path
+    port: int
+    controller_port: int
+    jars_dir: Path
+    heap: str = "512m"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaBroker:
+        return cls(
+            home=Path(settings.home) / "kafka",
+            port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+            jars_dir=Path(settings.jars_dir) / "kafka",
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    def server_properties(self) -> str:
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=3",
+                # One node: every internal topic has exactly one replica.
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # Room for a bad 1 MB record to reach the stream and be quarantined, not refused.
+                "message.max.bytes=2097152",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+
+    def _java(self, main_class: str, *args: str) -> list[str]:
+        if not self.jars_dir.is_dir() or not any(self.jars_dir.glob("kafka_2.13-*.jar")):
+            raise process.ServiceError(
+                f"Kafka broker jars not found in {self.jars_dir}; resolve them once with `make jars`."
+            )
+        java = shutil.which("java")
+        if java is None:
+            raise process.ServiceError("java not found on PATH; the Kafka broker and Spark need a JDK 17+.")
+        log4j = self.home / "log4j2.properties"
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp",
+            f"{self.jars_dir}/*",
+            main_class,
+            *args,
+        ]
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.server_properties())
+        (self.home / "log4j2.properties").write_text(
+            "rootLogger.level=INFO\nrootLogger.appenderRef.stdout.ref=STDOUT\n"
+            "appender.stdout.type=Console\nappender.stdout.name=STDOUT\n"
+            "appender.stdout.layout.type=PatternLayout\nappender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
+        )
+
+    def _format_storage(self) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise process.ServiceError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+    def is_running(self) -> bool:
+        return process.read_pid(self.pid_file) is not None
+
+    def is_ready(self) -> bool:
+        return process.port_open("127.0.0.1", self.port)
+
+    def start(self, timeout_s: float = 60.0) -> float:
+        """Start the broker (formatting storage on first start) and wait for it; returns seconds waited."""
+        if self.is_running():
+            return process.wait_ready(self._serves, timeout_s, self.pid_file, "Kafka broker", self.log_file)
+        if process.port_open("127.0.0.1", self.port):
+            raise process.ServiceError(f"port {self.port} is already taken by another process")
+        self._write_config()
+        self._format_storage()
+        process.start(self._java("kafka.Kafka", str(self.config_file)), self.pid_file, self.log_file)
+        return process.wait_ready(self._serves, timeout_s, self.pid_file, "Kafka broker", self.log_file)
+
+    def _serves(self) -> bool:
+        """The port opens before the broker has registered with its controller: wait for metadata too."""
+        if not self.is_ready():
+            return False
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000)
+        except (KafkaError, OSError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+    def stop(self) -> bool:
+        return process.stop(self.pid_file)
+
+
+def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> bool:
+    """Create the topic if missing; returns whether it was created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    try:
+        if topic in admin.list_topics():
+            return False
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()

@@ -1,0 +1,76 @@
+"""The one typed settings object. Every knob comes from a MARKETLAKE_* environment variable with a local default.
+
+Settings are built once by an entry point (CLI, Dagster definitions, a test fixture) and passed down;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _path(value: str) -> str:
+    """Local paths become absolute; URIs such as s3a://bucket/lake stay as they are."""
+    return value if "://" in value else str(Path(value).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where local state lives (broker data, logs, pid files); the lakehouse defaults to a folder inside it.
+    home: str = str(PROJECT_ROOT / "var")
+    lakehouse_root: str = ""
+    checkpoint_root: str = ""
+    jars_dir: str = str(PROJECT_ROOT / ".jars")
+
+    spark_master: str = "local[2]"
+    spark_shuffle_partitions: int = 2
+    spark_driver_memory: str = "2g"
+    spark_ui: bool = False
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "marketlake.candles.1m"
+    kafka_topic_partitions: int = 3
+    # Port of the local broker's KRaft controller listener (only used when the project runs the broker).
+    kafka_controller_port: int = 9093
+
+    symbols: tuple[str, ...] = field(default=("BTCUSDT", "ETHUSDT"))
+
+    def __post_init__(self) -> None:
+        # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
+        if not self.lakehouse_root:
+            object.__setattr__(self, "lakehouse_root", _path(str(Path(self.home) / "lakehouse")))
+        if not self.checkpoint_root:
+            object.__setattr__(self, "checkpoint_root", f"{self.lakehouse_root.rstrip('/')}/_checkpoints")
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(f"MARKETLAKE_{name.upper()}")
+            if raw is None:
+                continue
+            if name in {"home", "lakehouse_root", "checkpoint_root", "jars_dir"}:
+                values[name] = _path(raw)
+            elif f.type == "int":
+                values[name] = int(raw)
+            elif f.type == "bool":
+                values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            elif name == "symbols":
+                values[name] = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+            else:
+                values[name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def path(self, *parts: str) -> str:
+        """A location under the lakehouse root (works for local paths and s3a:// URIs alike)."""
+        return "/".join([self.lakehouse_root.rstrip("/"), *parts])

@@ -1,0 +1,173 @@
+"""The table registry: the one place that names every table, its schema, key, partitioning and location.
+
+Tables are `<layer>.<entity>`; their files live at `<lakehouse_root>/<layer>/<entity>`. Jobs refer to tables and
+columns through these objects, never through string literals of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from lakehouse.settings import Settings
+
+_TYPES: dict[str, DataType] = {
+    "string": StringType(),
+    "double": DoubleType(),
+    "long": LongType(),
+    "int": IntegerType(),
+    "boolean": BooleanType(),
+    "timestamp": TimestampType(),
+    "date": DateType(),
+}
+
+
+def schema(ddl: str) -> StructType:
+    """`"name type [not null], ..."` -> StructType, so each schema below reads like a CREATE TABLE."""
+    fields = []
+    for column in (c.strip() for c in ddl.split(",") if c.strip()):
+        name, type_name, *rest = column.split()
+        fields.append(StructField(name, _TYPES[type_name], nullable=" ".join(rest).lower() != "not null"))
+    return StructType(fields)
+
+
+@dataclass(frozen=True)
+class Table:
+    layer: str
+    entity: str
+    schema: StructType
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer}.{self.entity}"
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.fieldNames()
+
+    def location(self, settings: Settings) -> str:
+        return settings.path(self.layer, self.entity)
+
+
+# One 1-minute candle, as Binance defines it (kline fields), keyed by (symbol, open_time).
+_CANDLE = """
+    symbol string not null, open_time timestamp not null, close_time timestamp not null,
+    open double not null, high double not null, low double not null, close double not null,
+    volume double not null, quote_volume double not null, trades long not null,
+    taker_buy_volume double not null, taker_buy_quote_volume double not null
+"""
+
+BRONZE_CANDLES = Table(
+    "bronze",
+    "candles",
+    schema(
+        """
+        source string not null, symbol string, open_time timestamp, value string not null,
+        topic string, partition int, offset long, kafka_timestamp timestamp,
+        ingested_at timestamp not null, ingest_date date not null
+        """
+    ),
+    keys=("source", "topic", "partition", "offset", "symbol", "open_time"),
+    partition_by=("ingest_date",),
+    description="Raw candle records exactly as received, with where they came from (Kafka coordinates or file).",
+)
+
+SILVER_CANDLES = Table(
+    "silver",
+    "candles",
+    schema(
+        _CANDLE
+        + """,
+        source string not null, kafka_timestamp timestamp, ingested_at timestamp not null,
+        open_date date not null
+        """
+    ),
+    keys=("symbol", "open_time"),
+    partition_by=("open_date",),
+    description="Parsed, validated candles; exactly one row per (symbol, open_time).",
+)
+
+SILVER_QUARANTINE = Table(
+    "silver",
+    "quarantine",
+    schema(
+        """
+        source string not null, symbol string, open_time timestamp, value string,
+        reason string not null, topic string, partition int, offset long,
+        quarantined_at timestamp not null
+        """
+    ),
+    keys=("source", "topic", "partition", "offset", "symbol", "open_time"),
+    description="Records that failed validation, kept with the reason; nothing invalid is dropped silently.",
+)
+
+GOLD_THRESHOLDS = Table(
+    "gold",
+    "thresholds",
+    schema(
+        """
+        version long not null, symbol string not null,
+        ret_center double not null, ret_scale double not null,
+        range_center double not null, range_scale double not null,
+        volume_center double not null, volume_scale double not null,
+        win_ret_std_limit double not null, win_max_range_limit double not null,
+        win_mean_volume_limit double not null,
+        k double not null, robust boolean not null, window_minutes int not null,
+        train_start timestamp not null, train_end timestamp not null, train_rows long not null,
+        trained_at timestamp not null, trained_by string not null
+        """
+    ),
+    keys=("version", "symbol"),
+    description="Per-symbol detection thresholds; every training run appends a new version, old ones are kept.",
+)
+
+GOLD_SCORES = Table(
+    "gold",
+    "scores",
+    schema(
+        _CANDLE
+        + """,
+        ret double, log_ret double, range double, log_volume double,
+        z_ret double, z_range double, z_volume double,
+        win_ret_std double, win_max_range double, win_mean_volume double, win_count int,
+        flag_price boolean, flag_range boolean, flag_volume boolean,
+        flag_win_ret_std boolean, flag_win_max_range boolean, flag_win_mean_volume boolean,
+        flag_window boolean, votes int not null, confidence string, is_anomaly boolean not null,
+        reasons string, thresholds_version long,
+        kafka_timestamp timestamp, detected_at timestamp not null, open_date date not null
+        """
+    ),
+    keys=("symbol", "open_time"),
+    partition_by=("open_date",),
+    description="Every scored candle: features, z-scores, trailing 1 h window statistics, votes and reasons.",
+)
+
+REGISTRY: tuple[Table, ...] = (
+    BRONZE_CANDLES,
+    SILVER_CANDLES,
+    SILVER_QUARANTINE,
+    GOLD_THRESHOLDS,
+    GOLD_SCORES,
+)
+
+
+def by_name(name: str) -> Table:
+    for table in REGISTRY:
+        if table.name == name:
+            return table
+    raise KeyError(f"no table {name!r} in the registry; known: {', '.join(t.name for t in REGISTRY)}")

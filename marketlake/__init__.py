@@ -1,0 +1,1 @@
+"""The `marketlake` command line."""

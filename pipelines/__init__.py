@@ -1,0 +1,1 @@
+"""The jobs and the detection maths. Importable and testable without Dagster."""

@@ -38,6 +38,9 @@ class Settings:
     kafka_controller_port: int = 9093
 
     symbols: tuple[str, ...] = field(default=("BTCUSDT", "ETHUSDT"))
+    interval: str = "1m"
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    binance_rest_url: str = "https://api.binance.com"
 
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.

@@ -14,7 +14,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.candles import from_kline_row
+import pandas as pd
+
+from pipelines.candles import KLINE_COLUMNS, from_kline_row
 
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdwM])-(?P<period>\d{4}-\d{2}(?:-\d{2})?)$")
 
@@ -83,3 +85,18 @@ def find_archives(folder: str | Path) -> list[ArchiveFile]:
         if p.suffix in {".csv", ".zip"} and _NAME.match(p.name.removesuffix(".zip").removesuffix(".csv"))
     ]
     return sorted(files, key=lambda a: (a.symbol, a.period))
+
+
+def read_frame(paths: list[str | Path]) -> pd.DataFrame:
+    """Candles of several archive files as one DataFrame (times as UTC datetimes), for the backtest."""
+    frames = []
+    for path in paths:
+        archive = ArchiveFile.parse(path)
+        frame = pd.DataFrame(list(archive.rows()), columns=[*KLINE_COLUMNS, "ignore"]).drop(columns="ignore")
+        frame = frame.astype({c: "int64" if c in ("open_time", "close_time", "trades") else "float64" for c in KLINE_COLUMNS})
+        frame.insert(0, "symbol", archive.symbol)
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True)
+    for column in ("open_time", "close_time"):
+        out[column] = pd.to_datetime(out[column], unit="ms")
+    return out.drop_duplicates(["symbol", "open_time"]).sort_values(["symbol", "open_time"]).reset_index(drop=True)

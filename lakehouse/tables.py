@@ -82,7 +82,8 @@ BRONZE_CANDLES = Table(
         ingested_at timestamp not null, ingest_date date not null
         """
     ),
-    keys=("source", "topic", "partition", "offset", "symbol", "open_time"),
+    # Kafka records are unique by coordinates; file rows (no coordinates) by source file, key and content.
+    keys=("source", "topic", "partition", "offset", "symbol", "open_time", "value"),
     partition_by=("ingest_date",),
     description="Raw candle records exactly as received, with where they came from (Kafka coordinates or file).",
 )
@@ -112,7 +113,7 @@ SILVER_QUARANTINE = Table(
         quarantined_at timestamp not null
         """
     ),
-    keys=("source", "topic", "partition", "offset", "symbol", "open_time"),
+    keys=("source", "topic", "partition", "offset", "symbol", "open_time", "value"),
     description="Records that failed validation, kept with the reason; nothing invalid is dropped silently.",
 )
 

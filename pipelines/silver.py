@@ -1,0 +1,126 @@
+"""bronze -> silver: parse the candle JSON, validate it, and split valid candles from quarantined records.
+
+Used by the stream and by the backfill alike. Nothing is dropped: a record that fails any rule goes to
+silver.quarantine with every reason it failed, in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from lakehouse.tables import SILVER_CANDLES, SILVER_QUARANTINE
+
+MAX_RECORD_BYTES = 64 * 1024  # a candle is ~300 bytes; anything this large is not one
+DOUBLES = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+LONGS = ("open_time", "close_time", "trades")
+REQUIRED = ("symbol", *LONGS, *DOUBLES)
+OPTIONAL = ("interval", "event_time", "received_at", "source")
+# Every field is read as text first, so a wrong type is reported as such instead of silently becoming null.
+_AS_TEXT = StructType([StructField(name, StringType()) for name in (*REQUIRED, *OPTIONAL)])
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+
+
+def parse(bronze: DataFrame) -> DataFrame:
+    """bronze rows -> typed candle columns plus `reason` (null when the record is a valid candle)."""
+    small = F.length("value") <= MAX_RECORD_BYTES
+    is_object = small & F.expr("try_parse_json(value)").isNotNull() & F.col("value").rlike(r"^\s*\{")
+    text = F.when(is_object, F.from_json("value", _AS_TEXT)).alias("j")
+    raw = bronze.select("*", text)
+
+    typed = {name: F.col(f"j.{name}").try_cast("double") for name in DOUBLES}
+    typed |= {name: F.col(f"j.{name}").try_cast("long") for name in LONGS}
+    typed["symbol"] = F.col("j.symbol")
+
+    def missing(name: str) -> Column:
+        return F.col(f"j.{name}").isNull()
+
+    def wrong_type(name: str) -> Column:
+        return ~missing(name) & typed[name].isNull()
+
+    price = [typed[c] for c in ("open", "high", "low", "close")]
+    rules: list[tuple[Column, Column | str]] = [
+        (~small, F.format_string("oversized record (%d bytes)", F.length("value"))),
+        (small & ~is_object, "malformed JSON"),
+        (is_object & _any(missing(n) for n in REQUIRED), _names("missing field", REQUIRED, missing)),
+        (_any(wrong_type(n) for n in (*DOUBLES, *LONGS)), _names("wrong type", (*DOUBLES, *LONGS), wrong_type)),
+        (_any(F.isnan(typed[n]) | F.abs(typed[n]).isin(float("inf")) for n in DOUBLES), "NaN or infinite number"),
+        (_any(p <= 0 for p in price), "non-positive price"),
+        (typed["high"] < typed["low"], "high < low"),
+        (
+            (typed["high"] >= typed["low"])
+            & (
+                (F.least(typed["open"], typed["close"]) < typed["low"])
+                | (F.greatest(typed["open"], typed["close"]) > typed["high"])
+            ),
+            "open/close outside low..high",
+        ),
+        (_any(typed[n] < 0 for n in ("volume", "quote_volume", "trades")), "negative volume or trades"),
+        (~missing("symbol") & ~typed["symbol"].rlike(SYMBOL_PATTERN), "unknown symbol"),
+        (F.col("symbol").isNotNull() & ~missing("symbol") & (F.col("symbol") != typed["symbol"]), "key != symbol"),
+        (F.col("j.interval").isNotNull() & (F.col("j.interval") != "1m"), "interval is not 1m"),
+        (
+            (typed["open_time"] % 60_000 != 0) | (typed["close_time"] != typed["open_time"] + 59_999),
+            "times not a closed 1-minute candle",
+        ),
+    ]
+    reason = F.concat_ws("; ", *[F.when(cond, r if isinstance(r, Column) else F.lit(r)) for cond, r in rules])
+
+    def ts(ms: Column) -> Column:
+        return F.timestamp_millis(ms)
+
+    return raw.select(
+        typed["symbol"].alias("symbol"),
+        ts(typed["open_time"]).alias("open_time"),
+        ts(typed["close_time"]).alias("close_time"),
+        *[typed[n].alias(n) for n in ("open", "high", "low", "close", "volume", "quote_volume", "trades")],
+        *[typed[n].alias(n) for n in ("taker_buy_volume", "taker_buy_quote_volume")],
+        F.coalesce(F.col("j.source"), F.col("source")).alias("source"),
+        F.col("source").alias("bronze_source"),
+        F.col("symbol").alias("key"),
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+        "ingested_at",
+        F.to_date(ts(typed["open_time"])).alias("open_date"),
+        F.when(reason != "", reason).alias("reason"),
+    )
+
+
+def valid_candles(parsed: DataFrame) -> DataFrame:
+    return parsed.filter(F.col("reason").isNull()).select(*SILVER_CANDLES.columns)
+
+
+def quarantined(parsed: DataFrame) -> DataFrame:
+    return (
+        parsed.filter(F.col("reason").isNotNull())
+        .select(
+            F.col("bronze_source").alias("source"),
+            F.coalesce("symbol", "key").alias("symbol"),
+            "open_time",
+            "value",
+            "reason",
+            "topic",
+            "partition",
+            "offset",
+            F.current_timestamp().alias("quarantined_at"),
+        )
+        .select(*SILVER_QUARANTINE.columns)
+    )
+
+
+def _any(conditions: Iterable[Column]) -> Column:
+    result = F.lit(False)
+    for condition in conditions:
+        result = result | F.coalesce(condition, F.lit(False))
+    return result
+
+
+def _names(label: str, names: tuple[str, ...], test: Callable[[str], Column]) -> Column:
+    listed = F.concat_ws(", ", *[F.when(test(n), F.lit(n)) for n in names])
+    return F.concat(F.lit(f"{label}: "), listed)

@@ -6,6 +6,8 @@ PySparkResource both take it, so every SparkSession in the project is configured
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -51,6 +53,9 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
 
 
 def get_spark(settings: Settings, app_name: str = "marketlake") -> SparkSession:
+    # PySpark turns timestamps into Python datetimes in the process's local zone: make that UTC, like the session.
+    os.environ["TZ"] = "UTC"
+    time.tzset()
     builder = SparkSession.builder
     for key, value in spark_conf(settings, app_name).items():
         builder = builder.config(key, value)

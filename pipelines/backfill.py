@@ -1,0 +1,188 @@
+"""Historical backfill of one (symbol, day) into bronze and silver, from a local archive folder, Binance's public
+zip archives, or Binance's REST API. Idempotent: every write is a MERGE on the table's key.
+
+Each source yields Binance kline rows as text fields, exactly as received; they are stored in bronze as the same
+JSON candle message the producers publish (values kept as text), and silver parses them with the stream's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.delta_io import merge_into
+from lakehouse.settings import Settings
+from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
+from pipelines.archives import ArchiveFile, find_archives
+from pipelines.candles import KLINE_COLUMNS
+from pipelines.silver import parse, quarantined, valid_candles
+
+DAY_MS = 86_400_000
+
+
+def day_bounds_ms(day: date) -> tuple[int, int]:
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    return start, start + DAY_MS
+
+
+class KlineSource(Protocol):
+    name: str
+
+    def rows(self, symbol: str, day: date) -> Iterator[tuple[str, list[str]]]:
+        """(where the row came from, its kline fields as text) for every candle of symbol that opens on day."""
+        ...
+
+
+def _on_day(rows: Iterator[list[str]], day: date) -> Iterator[list[str]]:
+    start, end = day_bounds_ms(day)
+    for row in rows:
+        try:
+            opens = int(row[0])
+        except (ValueError, IndexError):
+            yield row  # unreadable time: keep it, silver will quarantine it with the reason
+            continue
+        if start <= opens < end:
+            yield row
+
+
+@dataclass(frozen=True)
+class LocalArchives:
+    """A folder of Binance kline archives (daily or monthly, .csv or .zip), e.g. the bundled data/sample."""
+
+    folder: Path
+    name: str = "local"
+
+    def rows(self, symbol: str, day: date) -> Iterator[tuple[str, list[str]]]:
+        for archive in find_archives(self.folder):
+            first, last = archive.days
+            if archive.symbol == symbol and first <= day <= last:
+                for row in _on_day(archive.rows(), day):
+                    yield f"archive:{archive.path.name}", row
+
+
+@dataclass(frozen=True)
+class BinanceArchives:
+    """Binance's public archives: the daily zip of the day, else the monthly zip, each checked against its
+    .CHECKSUM file (sha256). Downloads are cached in cache_dir."""
+
+    base_url: str
+    cache_dir: Path
+    market: str = "spot"  # or "futures/um"
+    name: str = "binance-archive"
+
+    def _url(self, symbol: str, period: str, frequency: str) -> str:
+        return f"{self.base_url}/data/{self.market}/{frequency}/klines/{symbol}/1m/{symbol}-1m-{period}.zip"
+
+    def _fetch(self, url: str) -> Path | None:
+        target = self.cache_dir / url.rsplit("/", 1)[1]
+        if target.exists():
+            return target
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                payload = response.read()
+            with urllib.request.urlopen(url + ".CHECKSUM", timeout=60) as response:
+                expected = response.read().decode().split()[0]
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != expected:
+            raise ValueError(f"checksum mismatch for {url}: expected {expected}, got {actual}")
+        zipfile.ZipFile(io.BytesIO(payload)).testzip()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(payload)
+        return target
+
+    def rows(self, symbol: str, day: date) -> Iterator[tuple[str, list[str]]]:
+        path = self._fetch(self._url(symbol, day.isoformat(), "daily")) or self._fetch(
+            self._url(symbol, day.isoformat()[:7], "monthly")
+        )
+        if path is None:
+            return
+        for row in _on_day(ArchiveFile.parse(path).rows(), day):
+            yield f"archive:{path.name}", row
+
+
+@dataclass
+class BackfillResult:
+    symbol: str
+    day: date
+    source: str
+    rows_read: int = 0
+    quarantined: int = 0
+    silver_rows: int = 0
+    missing_minutes: list[str] = field(default_factory=list)
+
+    @property
+    def gaps(self) -> int:
+        return len(self.missing_minutes)
+
+
+def to_bronze(spark: SparkSession, symbol: str, rows: list[tuple[str, list[str]]]) -> DataFrame:
+    """Kline rows -> bronze rows whose value is the candle message, every field kept as the text received."""
+    records = []
+    for origin, row in rows:
+        message = {"symbol": symbol, "interval": "1m", **dict(zip(KLINE_COLUMNS, row, strict=False))}
+        message["source"] = origin.split(":", 1)[0]
+        records.append((origin, symbol, json.dumps(message)))
+    frame = spark.createDataFrame(records, "source string, symbol string, value string")
+    open_ms = F.get_json_object("value", "$.open_time").try_cast("long")
+    return frame.select(
+        "source",
+        "symbol",
+        F.timestamp_millis(open_ms).alias("open_time"),
+        "value",
+        F.lit(None).cast("string").alias("topic"),
+        F.lit(None).cast("int").alias("partition"),
+        F.lit(None).cast("long").alias("offset"),
+        F.lit(None).cast("timestamp").alias("kafka_timestamp"),
+        F.current_timestamp().alias("ingested_at"),
+        F.current_date().alias("ingest_date"),
+    )
+
+
+def backfill_day(
+    spark: SparkSession, settings: Settings, source: KlineSource, symbol: str, day: date
+) -> BackfillResult:
+    rows = list(source.rows(symbol, day))
+    result = BackfillResult(symbol, day, source.name, rows_read=len(rows))
+    if rows:
+        bronze = to_bronze(spark, symbol, rows).cache()
+        merge_into(spark, settings, BRONZE_CANDLES, bronze)
+        parsed = parse(bronze).cache()
+        merge_into(spark, settings, SILVER_CANDLES, valid_candles(parsed))
+        merge_into(spark, settings, SILVER_QUARANTINE, quarantined(parsed))
+        result.quarantined = quarantined(parsed).count()
+        parsed.unpersist()
+        bronze.unpersist()
+    stored = silver_day(spark, settings, symbol, day)
+    result.silver_rows = stored.count()
+    present = {r.open_time for r in stored.select("open_time").collect()}
+    start = datetime(day.year, day.month, day.day)
+    result.missing_minutes = [
+        minute.strftime("%H:%M")
+        for minute in (start + timedelta(minutes=m) for m in range(1440))
+        if minute not in present
+    ]
+    return result
+
+
+def silver_day(spark: SparkSession, settings: Settings, symbol: str, day: date) -> DataFrame:
+    return (
+        spark.read.format("delta")
+        .load(SILVER_CANDLES.location(settings))
+        .filter((F.col("open_date") == F.lit(day)) & (F.col("symbol") == symbol))
+    )

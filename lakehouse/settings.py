@@ -37,8 +37,18 @@ class Settings:
     # Port of the local broker's KRaft controller listener (only used when the project runs the broker).
     kafka_controller_port: int = 9093
 
-    symbols: tuple[str, ...] = field(default=("BTCUSDT", "ETHUSDT"))
+    # Symbols to stream live and to backfill; the default is what the bundled sample holds.
+    symbols: tuple[str, ...] = field(default=("FILUSDT", "NEARUSDT", "LUNAUSDT"))
     interval: str = "1m"
+    archive_dir: str = str(PROJECT_ROOT / "data" / "sample")
+    binance_archive_url: str = "https://data.binance.vision"
+    backfill_start: str = "2022-05-01"
+
+    # Detection: unset means the detector's own default (pipelines/detection.py).
+    detection_k: float | None = None
+    detection_window_minutes: int | None = None
+    detection_robust: bool | None = None
+    train_days: int = 30
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_rest_url: str = "https://api.binance.com"
 
@@ -61,11 +71,14 @@ class Settings:
             raw = env.get(f"MARKETLAKE_{name.upper()}")
             if raw is None:
                 continue
-            if name in {"home", "lakehouse_root", "checkpoint_root", "jars_dir"}:
+            kind = str(f.type).removesuffix(" | None")
+            if name in {"home", "lakehouse_root", "checkpoint_root", "jars_dir", "archive_dir"}:
                 values[name] = _path(raw)
-            elif f.type == "int":
+            elif kind == "int":
                 values[name] = int(raw)
-            elif f.type == "bool":
+            elif kind == "float":
+                values[name] = float(raw)
+            elif kind == "bool":
                 values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
             elif name == "symbols":
                 values[name] = tuple(s.strip().upper() for s in raw.split(",") if s.strip())

@@ -52,10 +52,14 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
     }
 
 
-def get_spark(settings: Settings, app_name: str = "marketlake") -> SparkSession:
-    # PySpark turns timestamps into Python datetimes in the process's local zone: make that UTC, like the session.
+def use_utc() -> None:
+    """PySpark turns timestamps into Python datetimes in the process's local zone: make that UTC, like Spark's."""
     os.environ["TZ"] = "UTC"
     time.tzset()
+
+
+def get_spark(settings: Settings, app_name: str = "marketlake") -> SparkSession:
+    use_utc()
     builder = SparkSession.builder
     for key, value in spark_conf(settings, app_name).items():
         builder = builder.config(key, value)

@@ -18,6 +18,8 @@ def test_environment_overrides_are_typed():
             "MARKETLAKE_SPARK_SHUFFLE_PARTITIONS": "64",
             "MARKETLAKE_SPARK_UI": "true",
             "MARKETLAKE_SYMBOLS": "btcusdt, ethusdt",
+            "MARKETLAKE_DETECTION_K": "4.5",
+            "MARKETLAKE_DETECTION_ROBUST": "no",
         }
     )
     assert s.lakehouse_root == "s3a://bucket/lake"
@@ -28,6 +30,7 @@ def test_environment_overrides_are_typed():
     assert s.spark_ui is True
     assert s.symbols == ("BTCUSDT", "ETHUSDT")
     assert s.kafka_port == 9092
+    assert (s.detection_k, s.detection_robust, s.detection_window_minutes) == (4.5, False, None)
 
 
 def test_overrides_win_over_the_environment():

@@ -1,0 +1,29 @@
+"""The code location: merges the domains. `dagster dev -m orchestration.definitions`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse.settings import Settings
+from orchestration.ingestion.assets import build_ingestion_assets
+from orchestration.resources import build_resources
+from orchestration.training.assets import build_training_assets, build_training_jobs
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    jobs, schedules = build_training_jobs(settings)
+    return dg.Definitions(
+        assets=[*build_ingestion_assets(settings), *build_training_assets(settings)],
+        jobs=jobs,
+        schedules=schedules,
+        resources=build_resources(settings),
+        # One process, one SparkSession: each step of a multiprocess run would start its own JVM.
+        executor=dg.in_process_executor,
+    )
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    # Built on first use by Dagster's loader (`defs`), not at import: settings come from the environment then.
+    if name == "defs":
+        return build_definitions(Settings.from_env())
+    raise AttributeError(name)

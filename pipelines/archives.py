@@ -93,7 +93,9 @@ def read_frame(paths: list[str | Path]) -> pd.DataFrame:
     for path in paths:
         archive = ArchiveFile.parse(path)
         frame = pd.DataFrame(list(archive.rows()), columns=[*KLINE_COLUMNS, "ignore"]).drop(columns="ignore")
-        frame = frame.astype({c: "int64" if c in ("open_time", "close_time", "trades") else "float64" for c in KLINE_COLUMNS})
+        frame = frame.astype(
+            {c: "int64" if c in ("open_time", "close_time", "trades") else "float64" for c in KLINE_COLUMNS}
+        )
         frame.insert(0, "symbol", archive.symbol)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)

@@ -158,12 +158,22 @@ GOLD_SCORES = Table(
     description="Every scored candle: features, z-scores, trailing 1 h window statistics, votes and reasons.",
 )
 
+GOLD_BACKTEST_SCORES = Table(
+    "gold",
+    "backtest_scores",
+    StructType([StructField("run_id", StringType(), nullable=False), *GOLD_SCORES.schema.fields]),
+    keys=("run_id", "symbol", "open_time"),
+    partition_by=("run_id",),
+    description="gold.scores as a backtest computed them, one partition per run (thresholds trained by the run).",
+)
+
 REGISTRY: tuple[Table, ...] = (
     BRONZE_CANDLES,
     SILVER_CANDLES,
     SILVER_QUARANTINE,
     GOLD_THRESHOLDS,
     GOLD_SCORES,
+    GOLD_BACKTEST_SCORES,
 )
 
 

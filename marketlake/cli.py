@@ -136,12 +136,88 @@ def evaluate(
         typer.echo(table.round(3).to_string(index=False))
 
 
+@app.command()
+def stream(
+    available_now: bool = typer.Option(
+        False, "--available-now", help="Process what is in the topic, then stop (instead of running forever)."
+    ),
+) -> None:
+    """Run the streaming job: Kafka -> bronze -> silver/quarantine -> gold.scores, until SIGTERM/SIGINT."""
+    import logging
+
+    from pipelines.stream import run_supervised, start_stream, stop_on_signals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    spark = _lakehouse_spark(settings, "marketlake-stream")
+    typer.echo(
+        f"streaming {settings.kafka_topic} -> {settings.lakehouse_root} (checkpoints in {settings.checkpoint_root})"
+    )
+    if available_now:
+        start_stream(spark, settings, available_now=True).awaitTermination()
+    else:
+        run_supervised(spark, settings, stop_on_signals())
+    spark.stop()
+
+
 def _lakehouse_spark(settings: Settings, app_name: str) -> SparkSession:
     from lakehouse.spark import ensure_tables, get_spark
 
     spark = get_spark(settings, app_name)
     ensure_tables(spark, settings)
     return spark
+
+
+@app.command()
+def produce(
+    symbols: str = typer.Option(None, help="Comma-separated symbols (default: MARKETLAKE_SYMBOLS)."),
+    ws_url: str = typer.Option(
+        None, "--ws-url", help="Binance WebSocket base URL (default: MARKETLAKE_BINANCE_WS_URL)."
+    ),
+    rest_url: str = typer.Option(
+        None, "--rest-url", help="Binance REST base URL, for gap fills (default: MARKETLAKE_BINANCE_REST_URL)."
+    ),
+) -> None:
+    """Publish Binance's live closed candles to Kafka until SIGTERM/SIGINT (reconnects; fills gaps from REST)."""
+    import dataclasses
+    import logging
+
+    from pipelines.live import produce_live, stop_on_signals, stream_url
+
+    overrides: dict[str, object] = {"binance_ws_url": ws_url, "binance_rest_url": rest_url}
+    if symbols:
+        overrides["symbols"] = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+    settings = dataclasses.replace(_settings(), **{k: v for k, v in overrides.items() if v})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    typer.echo(
+        f"publishing closed {settings.interval} candles of {','.join(settings.symbols)} "
+        f"from {stream_url(settings.binance_ws_url, settings.symbols, settings.interval)} "
+        f"(gap fills from {settings.binance_rest_url}) "
+        f"to topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}"
+    )
+    stats = produce_live(settings, stop_on_signals())
+    typer.echo(f"stopped: {stats.line()}")
+
+
+@app.command("replay")
+def replay_command(
+    paths: list[Path] = typer.Argument(..., help="Binance kline archives (.zip/.csv, spot or futures) or folders."),
+    speed: float = typer.Option(0.0, help="Market time per wall time: 60 = one minute per second; 0 = flat out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Replay historical candles into Kafka in event-time order across symbols (source "replay")."""
+    from pipelines.live import stop_on_signals
+    from pipelines.replay import replay_archives
+
+    settings = _settings()
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    typer.echo(f"replaying into topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}")
+    result = replay_archives(settings, paths, speed or None, progress, stop_on_signals())
+    symbols = ", ".join(f"{symbol} {count}" for symbol, count in sorted(result.per_symbol.items()))
+    typer.echo(
+        f"replayed {result.sent} candles ({symbols}) in {result.seconds:.1f} s ({result.candles_per_s:,.0f} candles/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -197,12 +197,14 @@ def start_stream(
 
 def run_until_stopped(query: StreamingQuery, stop: threading.Event, report_every_s: float = 30.0) -> None:
     """Block until the query ends (its exception is raised) or `stop` is set (then stop it cleanly)."""
-    while query.isActive and not stop.is_set():
-        query.awaitTermination(report_every_s)
-        if query.lastProgress:
-            log.info("progress %s", query.lastProgress.get("sources", [{}])[0].get("endOffset"))
-    if query.isActive:
-        query.stop()
+    try:
+        while query.isActive and not stop.is_set():
+            query.awaitTermination(report_every_s)
+            if query.lastProgress:
+                log.info("progress %s", query.lastProgress.get("sources", [{}])[0].get("endOffset"))
+    finally:  # also when the run is interrupted (Dagster's terminate, Ctrl-C)
+        if query.isActive:
+            query.stop()
     if query.exception():
         raise query.exception()
 

@@ -1,0 +1,70 @@
+"""How the stream is doing, from the outside: its lag behind the topic, and whether to (re)start it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from lakehouse.settings import Settings
+
+
+def committed_offsets(checkpoint_dir: str) -> dict[int, int]:
+    """Offsets the stream has fully processed: the newest batch in <checkpoint>/commits, its offsets file."""
+    commits = sorted((int(p.name) for p in Path(checkpoint_dir, "commits").glob("[0-9]*")), reverse=True)
+    if not commits:
+        return {}
+    lines = Path(checkpoint_dir, "offsets", str(commits[0])).read_text().splitlines()
+    offsets = json.loads(lines[-1])  # the last line holds {topic: {partition: next offset}}
+    return {int(p): int(o) for topic in offsets.values() for p, o in topic.items()}
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+    try:
+        partitions = [
+            TopicPartition(settings.kafka_topic, p) for p in consumer.partitions_for_topic(settings.kafka_topic) or ()
+        ]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def lag(committed: dict[int, int], end: dict[int, int]) -> int:
+    """Records in the topic that the stream has not committed yet."""
+    return sum(max(offset - committed.get(partition, 0), 0) for partition, offset in end.items())
+
+
+@dataclass(frozen=True)
+class Decision:
+    start: bool
+    reason: str
+
+
+def supervise(
+    recent: list[tuple[str, float | None]], now: float, base_backoff_s: float = 30.0, max_backoff_s: float = 600.0
+) -> Decision:
+    """Whether to start the stream, from its recent runs, newest first: (status, end time in epoch seconds).
+
+    Running or queued: leave it. Stopped by a person (canceled): leave it stopped. Failed n times in a row:
+    start again once base * 2^(n-1) seconds (at most max) have passed since the last failure.
+    """
+    if recent and recent[0][0] in {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
+        return Decision(False, f"running ({recent[0][0].lower()})")
+    if recent and recent[0][0] in {"CANCELING", "CANCELED"}:
+        return Decision(False, "stopped from the UI; launch run_stream_job to resume")
+    failures = 0
+    for status, _ in recent:
+        if status != "FAILURE":
+            break
+        failures += 1
+    if failures == 0:
+        return Decision(True, "not running: starting it")
+    wait = min(base_backoff_s * 2 ** (failures - 1), max_backoff_s)
+    ended = recent[0][1]
+    since = now - ended if ended is not None else 0.0
+    if since >= wait:
+        return Decision(True, f"restarting after {failures} failure(s)")
+    return Decision(False, f"failed {failures} time(s); restarting in {wait - since:.0f} s")

@@ -51,24 +51,15 @@ def services_status() -> None:
 
 
 @app.command()
-def demo(
-    archives: list[Path] = typer.Option(
-        None,
-        "--archive",
-        help="Kline archive files to push through (default: two days of the bundled sample).",
-    ),
-) -> None:
-    """Run the main job on the embedded default: local broker, local Spark, Delta on the local disk."""
-    from lakehouse.spark import ensure_tables, get_spark
-    from pipelines.roundtrip import run_roundtrip
+def demo() -> None:
+    """The main job on the embedded default: local broker, backfill, training, the stream, a replay, anomalies."""
+    from pipelines.demo import run_demo
 
     settings = _settings()
     services_up()
-    files = archives or sorted(SAMPLE.glob("futures-um/*-1m-2025-02-0[12].zip"))
-    spark = get_spark(settings, "marketlake-demo")
+    spark = _lakehouse_spark(settings, "marketlake-demo")
     try:
-        ensure_tables(spark, settings)
-        run_roundtrip(spark, settings, files, say=typer.echo)
+        run_demo(spark, settings, SAMPLE, say=typer.echo)
     finally:
         spark.stop()
     typer.echo("done; the broker keeps running (stop it with `make down` or `marketlake services down`)")

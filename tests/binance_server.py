@@ -1,0 +1,484 @@
+"""A loopback server that speaks Binance's market-data formats, fed with real candles from the bundled sample.
+
+- WebSocket: combined streams at `/stream?streams=<symbol>@kline_1m/...`; each message is
+  `{"stream": ..., "data": {"e": "kline", "E": ..., "s": ..., "k": {t,T,s,i,f,L,o,c,h,l,v,n,x,q,V,Q,B}}}` with
+  prices and volumes as strings and times, trade ids and counts as integers, exactly like Binance. Every minute
+  brings `updates_per_minute` updates of the forming candle (x=false) and then the closed candle (x=true).
+  The server pings every `ping_interval_s` and drops a client whose pong is late, as Binance does.
+- REST: `GET /api/v3/klines` with symbol, interval, startTime, endTime (inclusive), limit (<= 1000), answering
+  12-field arrays, the minute in progress with its partial values, and the `X-MBX-USED-WEIGHT-1M` header.
+
+Market time is simulated: a minute lasts `minute_s` seconds and the clock starts when the first client connects
+(so a producer started against the server is responsible for every candle), and keeps moving while clients are
+disconnected. Faults on demand: `drop_connections` (abort every connection and refuse new ones for a while),
+`inject` (send raw frames), `rate_limit` (answer the next REST requests with 429 and Retry-After).
+
+Also here, because the tests and the benches check delivery the same way: reading a topic back and comparing
+its (symbol, open_time) keys with the candles served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from kafka import KafkaConsumer, TopicPartition
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from lakehouse.settings import PROJECT_ROOT
+from pipelines.archives import ArchiveFile
+from pipelines.binance_rest import KLINES_PATH, WEIGHT_HEADER
+
+SAMPLE = PROJECT_ROOT / "data" / "sample"
+MINUTE_MS = 60_000
+KLINES_WEIGHT = 2  # weight Binance charges for one /api/v3/klines request
+
+
+def sample_rows(
+    symbols: Sequence[str] = ("FILUSDT", "NEARUSDT"), day: str = "2025-02-03", minutes: int | None = None
+) -> dict[str, list[list[str]]]:
+    """Real 12-field kline rows (strings, as in the archive) of the bundled USD-M futures sample."""
+    return {
+        symbol: list(ArchiveFile.parse(SAMPLE / "futures-um" / f"{symbol}-1m-{day}.zip").rows())[:minutes]
+        for symbol in symbols
+    }
+
+
+def _like(value: float, template: str) -> str:
+    """A number formatted with as many decimals as Binance uses for that field."""
+    decimals = len(template.split(".")[1]) if "." in template else 0
+    return f"{value:.{decimals}f}"
+
+
+def kline_values(row: Sequence[str], fraction: float) -> dict[str, str | int]:
+    """The candle as it stands `fraction` of the way through its minute: the archive row itself at 1.0, else a
+    consistent partial candle (same open, close moving towards the final close, volumes and trades so far)."""
+    o, h, l, c, v, q, n, bv, bq = row[1], row[2], row[3], row[4], row[5], row[7], int(row[8]), row[9], row[10]  # noqa: E741
+    if fraction >= 1:
+        return {"o": o, "h": h, "l": l, "c": c, "v": v, "q": q, "n": n, "V": bv, "Q": bq}
+    close = float(o) + (float(c) - float(o)) * fraction
+    return {
+        "o": o,
+        "h": _like(max(float(o), close), h),
+        "l": _like(min(float(o), close), l),
+        "c": _like(close, c),
+        "v": _like(float(v) * fraction, v),
+        "q": _like(float(q) * fraction, q),
+        "n": int(n * fraction),
+        "V": _like(float(bv) * fraction, bv),
+        "Q": _like(float(bq) * fraction, bq),
+    }
+
+
+def kline_event(symbol: str, row: Sequence[str], fraction: float) -> dict[str, Any]:
+    """A combined-stream kline message, as Binance sends it."""
+    t, close_time = int(row[0]), int(row[6])
+    values = kline_values(row, fraction)
+    trades = int(values["n"])
+    first_trade = t // MINUTE_MS * 1_000_000  # increasing ids; Binance sends -1/-1 for a minute without trades
+    k = {
+        "t": t,
+        "T": close_time,
+        "s": symbol,
+        "i": "1m",
+        "f": first_trade if trades else -1,
+        "L": first_trade + trades - 1 if trades else -1,
+        "o": values["o"],
+        "c": values["c"],
+        "h": values["h"],
+        "l": values["l"],
+        "v": values["v"],
+        "n": trades,
+        "x": fraction >= 1,
+        "q": values["q"],
+        "V": values["V"],
+        "Q": values["Q"],
+        "B": "0",
+    }
+    event_time = close_time + 1 if fraction >= 1 else t + int(MINUTE_MS * fraction)
+    return {"stream": f"{symbol.lower()}@kline_1m", "data": {"e": "kline", "E": event_time, "s": symbol, "k": k}}
+
+
+def rest_row(row: Sequence[str], fraction: float) -> list[Any]:
+    """A /api/v3/klines array: times and trade count as integers, the rest as strings."""
+    v = kline_values(row, fraction)
+    return [int(row[0]), v["o"], v["h"], v["l"], v["c"], v["v"], int(row[6]), v["q"], v["n"], v["V"], v["Q"], "0"]
+
+
+class BinanceServer:
+    def __init__(
+        self,
+        rows: Mapping[str, Sequence[Sequence[str]]],
+        minute_s: float = 0.03,
+        updates_per_minute: int = 3,
+        ping_interval_s: float = 0.5,
+        pong_timeout_s: float = 10.0,
+    ) -> None:
+        self.rows = {s.upper(): sorted((list(r) for r in rs), key=lambda r: int(r[0])) for s, rs in rows.items()}
+        self._open_times = {s: [int(r[0]) for r in rs] for s, rs in self.rows.items()}
+        self.base = min(times[0] for times in self._open_times.values())
+        self.minutes = (max(times[-1] for times in self._open_times.values()) - self.base) // MINUTE_MS + 1
+        self.minute_s = minute_s
+        self.ticks_per_minute = updates_per_minute + 1
+        self.ping_interval_s = ping_interval_s
+        self.pong_timeout_s = pong_timeout_s
+
+        self.started_at: float | None = None  # monotonic time of market minute 0
+        self.connected_at: list[float] = []
+        self.dropped_at: list[float] = []
+        self.pongs = 0
+        self.rest_log: list[tuple[float, int, dict[str, str]]] = []  # (monotonic time, status, params)
+        self._connections: set[ServerConnection] = set()
+        self._refuse_until = 0.0
+        self._rate_limits: list[int] = []
+        self._weight = (0, 0)  # (wall-clock minute, weight used in it)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ws_thread: threading.Thread | None = None
+        self._http: ThreadingHTTPServer | None = None
+        self.ws_port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> BinanceServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._ws_thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), daemon=True)
+        self._ws_thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the WebSocket side did not start")
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _rest_handler(self))
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._ws_thread is not None:
+            self._ws_thread.join(10)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
+    def rest_url(self) -> str:
+        assert self._http is not None
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    # -- market time -----------------------------------------------------------------------------------------
+
+    def elapsed_minutes(self) -> float:
+        return 0.0 if self.started_at is None else (time.monotonic() - self.started_at) / self.minute_s
+
+    def set_clock(self, minute: float) -> None:
+        """Move market time to `minute` (e.g. `minutes`: every candle has closed, for REST-only tests)."""
+        self.started_at = time.monotonic() - minute * self.minute_s
+
+    def market_now_ms(self) -> int:
+        return self.base + int(self.elapsed_minutes() * MINUTE_MS)
+
+    @property
+    def exhausted(self) -> bool:
+        """Every candle has closed (and was streamed to whoever was connected)."""
+        return self.elapsed_minutes() >= self.minutes
+
+    def wait_minute(self, minute: float, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.elapsed_minutes() < minute:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"market minute {minute} not reached (at {self.elapsed_minutes():.1f})")
+            time.sleep(0.01)
+
+    def keys(self) -> set[tuple[str, int]]:
+        """(symbol, open_time) of every candle served."""
+        return {(s, t) for s, times in self._open_times.items() for t in times}
+
+    def row(self, symbol: str, open_time: int) -> list[str]:
+        times = self._open_times[symbol]
+        i = bisect.bisect_left(times, open_time)
+        if i == len(times) or times[i] != open_time:
+            raise KeyError((symbol, open_time))
+        return self.rows[symbol][i]
+
+    # -- faults ----------------------------------------------------------------------------------------------
+
+    def drop_connections(self, outage_s: float = 0.0) -> int:
+        """Abort every connection without a closing handshake (a network cut) and answer new handshakes with 503
+        for outage_s. Market time keeps moving. Returns how many connections were cut."""
+        self._refuse_until = time.monotonic() + outage_s
+        self.dropped_at.append(time.monotonic())
+        return self._call(self._abort_all())
+
+    def inject(self, frame: str | bytes) -> int:
+        """Send a raw frame (text or binary) to every connected client; returns how many got it."""
+        return self._call(self._broadcast(frame))
+
+    def rate_limit(self, times: int = 1, retry_after_s: int = 1) -> None:
+        """Answer the next `times` REST requests with 429 Too Many Requests and `Retry-After: retry_after_s`."""
+        with self._lock:
+            self._rate_limits.extend([retry_after_s] * times)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    # -- WebSocket -------------------------------------------------------------------------------------------
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        # Keepalive is ours (see _ping), as Binance's: pings on a timer, a client without pong is dropped.
+        async with serve(self._handle, "127.0.0.1", 0, process_request=self._accept, ping_interval=None) as server:
+            self.ws_port = next(iter(server.sockets)).getsockname()[1]
+            ready.set()
+            await self._stopping.wait()
+
+    def _call(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _abort_all(self) -> int:
+        for ws in list(self._connections):
+            ws.transport.abort()
+        return len(self._connections)
+
+    async def _broadcast(self, frame: str | bytes) -> int:
+        connections = list(self._connections)
+        for ws in connections:
+            await ws.send(frame)
+        return len(connections)
+
+    def _streams(self, path: str) -> list[str]:
+        """Symbols of a combined-stream path `/stream?streams=a@kline_1m/b@kline_1m`."""
+        parts = urlsplit(path)
+        streams = parse_qs(parts.query).get("streams", [""])[0]
+        if parts.path != "/stream" or not streams:
+            raise ValueError(f"unsupported path {path}")
+        symbols = []
+        for stream in streams.split("/"):
+            symbol, _, kind = stream.partition("@")
+            if kind != "kline_1m" or symbol.upper() not in self.rows or symbol != symbol.lower():
+                raise ValueError(f"unknown stream {stream}")
+            symbols.append(symbol.upper())
+        return symbols
+
+    def _accept(self, connection: ServerConnection, request: Request) -> Response | None:
+        if time.monotonic() < self._refuse_until:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "service unavailable\n")
+        try:
+            self._streams(request.path)
+        except ValueError as exc:
+            return connection.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        symbols = self._streams(ws.request.path)
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+        self._connections.add(ws)
+        self.connected_at.append(time.monotonic())
+        pinger = asyncio.create_task(self._ping(ws))
+        try:
+            await self._stream(ws, symbols)
+            await ws.wait_closed()
+        except ConnectionClosed:
+            pass
+        finally:
+            pinger.cancel()
+            self._connections.discard(ws)
+
+    async def _stream(self, ws: ServerConnection, symbols: list[str]) -> None:
+        """From the current moment to the last close: the forming candle of every symbol at each tick of the
+        minute, the closed one at its end."""
+        assert self.started_at is not None
+        tick_s = self.minute_s / self.ticks_per_minute
+        tick = int((time.monotonic() - self.started_at) / tick_s)
+        while tick < self.minutes * self.ticks_per_minute:
+            delay = self.started_at + (tick + 1) * tick_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            minute, step = divmod(tick, self.ticks_per_minute)
+            open_time = self.base + minute * MINUTE_MS
+            for symbol in symbols:
+                try:
+                    row = self.row(symbol, open_time)
+                except KeyError:
+                    continue
+                await ws.send(json.dumps(kline_event(symbol, row, (step + 1) / self.ticks_per_minute)))
+            tick += 1
+
+    async def _ping(self, ws: ServerConnection) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.ping_interval_s)
+                pong = await ws.ping(str(int(time.time() * 1000)))
+                try:
+                    await asyncio.wait_for(pong, self.pong_timeout_s)
+                except TimeoutError:
+                    await ws.close(1008, "pong timeout")
+                    return
+                self.pongs += 1
+        except ConnectionClosed:
+            return
+
+    # -- REST ------------------------------------------------------------------------------------------------
+
+    def rest(self, path: str) -> tuple[int, Any, dict[str, str]]:
+        """(status, JSON body, headers) for a REST request path."""
+        parts = urlsplit(path)
+        params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        with self._lock:
+            minute = int(time.time() // 60)
+            used = (self._weight[1] if self._weight[0] == minute else 0) + KLINES_WEIGHT
+            self._weight = (minute, used)
+            retry_after = self._rate_limits.pop(0) if self._rate_limits else None
+        headers = {WEIGHT_HEADER: str(used)}
+        status, body = self._klines(parts.path, params, retry_after, headers)
+        with self._lock:
+            self.rest_log.append((time.monotonic(), status, params))
+        return status, body, headers
+
+    def _klines(
+        self, path: str, params: dict[str, str], retry_after: int | None, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+            return 429, {"code": -1003, "msg": "Too many requests; current limit of IP is 6000 per 1 MINUTE."}
+        if path != KLINES_PATH:
+            return 404, {"code": -1000, "msg": f"unknown path {path}"}
+        symbol = params.get("symbol", "")
+        if symbol not in self.rows:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if params.get("interval") != "1m":
+            return 400, {"code": -1120, "msg": "Invalid interval."}
+        try:
+            limit = int(params.get("limit", 500))
+            now = self.market_now_ms()
+            end = min(int(params.get("endTime", now)), now)
+            start = int(params["startTime"]) if "startTime" in params else None
+        except ValueError:
+            return 400, {"code": -1100, "msg": "Illegal characters found in a parameter."}
+        if not 1 <= limit <= 1000:
+            return 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}
+        times = self._open_times[symbol]
+        stop = bisect.bisect_right(times, end)
+        # With startTime: the first `limit` from it; without: the latest `limit`, as Binance does.
+        first = bisect.bisect_left(times, start) if start is not None else max(0, stop - limit)
+        rows = self.rows[symbol][first:stop][:limit]
+        return 200, [rest_row(r, min(1.0, (now - int(r[0])) / MINUTE_MS)) for r in rows]
+
+
+def _rest_handler(server: BinanceServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body, headers = server.rest(self.path)
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+# -- reading a topic back ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    received: int
+    lost: int  # expected keys that never arrived
+    doubled: int  # records beyond the first for a key
+    unexpected: int  # keys that were not expected at all
+    sources: dict[str, int]
+
+
+def _consumer(bootstrap_servers: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    deadline = time.monotonic() + 30
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no metadata for topic {topic}")
+        time.sleep(0.1)
+    return consumer, [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def topic_size(bootstrap_servers: str, topic: str) -> int:
+    consumer, partitions = _consumer(bootstrap_servers, topic)
+    try:
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def wait_for_topic_size(bootstrap_servers: str, topic: str, size: int, timeout_s: float = 60) -> int:
+    """Poll until the topic holds at least `size` records (or the time is up); returns the size seen."""
+    deadline = time.monotonic() + timeout_s
+    while (seen := topic_size(bootstrap_servers, topic)) < size and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return seen
+
+
+def read_topic(bootstrap_servers: str, topic: str) -> dict[int, list[dict[str, Any]]]:
+    """Every record now in the topic, decoded, per partition in offset order."""
+    consumer, partitions = _consumer(bootstrap_servers, topic)
+    try:
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        out: dict[int, list[dict[str, Any]]] = {tp.partition: [] for tp in partitions}
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    candle = json.loads(record.value)
+                    assert record.key.decode() == candle["symbol"], "the key is the symbol"
+                    out[tp.partition].append(candle)
+        return out
+    finally:
+        consumer.close()
+
+
+def delivery(candles: Iterable[Mapping[str, Any]], expected: set[tuple[str, int]]) -> Delivery:
+    """Compare the (symbol, open_time) keys of what arrived with what was expected."""
+    candles = list(candles)
+    counts = Counter((c["symbol"], c["open_time"]) for c in candles)
+    return Delivery(
+        received=len(candles),
+        lost=len(expected - counts.keys()),
+        doubled=sum(n - 1 for n in counts.values()),
+        unexpected=len(counts.keys() - expected),
+        sources=dict(Counter(c["source"] for c in candles)),
+    )

@@ -136,7 +136,8 @@ def stream(
     """Run the streaming job: Kafka -> bronze -> silver/quarantine -> gold.scores, until SIGTERM/SIGINT."""
     import logging
 
-    from pipelines.stream import run_supervised, start_stream, stop_on_signals
+    from lakehouse.services.process import stop_on_signals
+    from pipelines.stream import run_supervised, start_stream
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -173,7 +174,8 @@ def produce(
     import dataclasses
     import logging
 
-    from pipelines.live import produce_live, stop_on_signals, stream_url
+    from lakehouse.services.process import stop_on_signals
+    from pipelines.live import produce_live, stream_url
 
     overrides: dict[str, object] = {"binance_ws_url": ws_url, "binance_rest_url": rest_url}
     if symbols:
@@ -198,7 +200,7 @@ def replay_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Replay historical candles into Kafka in event-time order across symbols (source "replay")."""
-    from pipelines.live import stop_on_signals
+    from lakehouse.services.process import stop_on_signals
     from pipelines.replay import replay_archives
 
     settings = _settings()

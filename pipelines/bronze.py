@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES
 
 
@@ -24,3 +25,15 @@ def kafka_to_bronze(records: DataFrame) -> DataFrame:
         F.current_timestamp().alias("ingested_at"),
         F.current_date().alias("ingest_date"),
     ).select(*BRONZE_CANDLES.columns)
+
+
+def read_topic(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Everything currently in the topic, as a batch DataFrame with Kafka's source schema."""
+    return (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )

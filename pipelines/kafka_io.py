@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaProducer
-from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.settings import Settings
 from pipelines.candles import encode
@@ -24,23 +23,20 @@ def make_producer(settings: Settings) -> KafkaProducer:
     )
 
 
+class DeliveryError(RuntimeError):
+    pass
+
+
 def publish(producer: KafkaProducer, topic: str, candles: Iterable[Mapping[str, Any]]) -> int:
-    """Send candles (key = symbol); returns how many were sent. Callers flush."""
+    """Send candles (key = symbol) and flush; returns how many were sent. Raises DeliveryError when the broker
+    did not acknowledge some of them (after the producer's own retries), so no loss goes unnoticed."""
+    failures: list[Exception] = []
     sent = 0
     for candle in candles:
         key, value = encode(candle)
-        producer.send(topic, key=key, value=value)
+        producer.send(topic, key=key, value=value).add_errback(failures.append)
         sent += 1
+    producer.flush()
+    if failures:
+        raise DeliveryError(f"{len(failures)} of {sent} candles not acknowledged by Kafka: {failures[0]!r}")
     return sent
-
-
-def read_topic(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Everything currently in the topic, as a batch DataFrame with Kafka's source schema."""
-    return (
-        spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-        .option("subscribe", settings.kafka_topic)
-        .option("startingOffsets", "earliest")
-        .option("endingOffsets", "latest")
-        .load()
-    )

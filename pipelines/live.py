@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -272,15 +271,6 @@ class LiveProducer:
         if now - self._stats_logged_at >= self.options.stats_every_s:
             self._stats_logged_at = now
             log.info("live: %s", self.stats.line())
-
-
-def stop_on_signals() -> threading.Event:
-    """For entry points: SIGTERM and SIGINT set the returned event, so a producer finishes the message in hand,
-    flushes Kafka and returns instead of dying with records in its buffer."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def produce_live(settings: Settings, stop: threading.Event, options: LiveOptions | None = None) -> LiveStats:

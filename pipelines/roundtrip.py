@@ -12,9 +12,9 @@ from lakehouse.delta_io import merge_into, read_table
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES
 from pipelines.archives import ArchiveFile
-from pipelines.bronze import kafka_to_bronze
+from pipelines.bronze import kafka_to_bronze, read_topic
 from pipelines.candles import sort_for_replay
-from pipelines.kafka_io import make_producer, publish, read_topic
+from pipelines.kafka_io import make_producer, publish
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ Thresholds are read from gold.thresholds at every micro-batch: a recalibration a
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,10 +221,3 @@ def run_supervised(spark: SparkSession, settings: Settings, stop: threading.Even
             log.warning("stream failed (%s); restarting in %.0f s", str(error).splitlines()[0][:300], backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff_s)
-
-
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop

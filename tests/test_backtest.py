@@ -23,7 +23,8 @@ def env(settings, monkeypatch):
 def test_backtest_cli_writes_csv_and_delta_and_flags_the_crash(spark, env, tmp_path):
     files = sorted(SAMPLE.glob("futures-um/FILUSDT-1m-2025-02-0[1234].zip"))
     out = tmp_path / "scores.csv"
-    args = ["backtest", *sum((["--candles", str(f)] for f in files), []), "--train-days", "2", "--csv", str(out)]
+    candles = [arg for f in files for arg in ("--candles", str(f))]
+    args = ["backtest", *candles, "--train-days", "2", "--csv", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 

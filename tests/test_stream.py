@@ -11,8 +11,9 @@ from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.archives import ArchiveFile
 from pipelines.backfill import LocalArchives, backfill_day
+from pipelines.bronze import read_topic
 from pipelines.detection import score
-from pipelines.kafka_io import make_producer, publish, read_topic
+from pipelines.kafka_io import make_producer, publish
 from pipelines.stream import process_batch, start_stream
 from pipelines.training import detection_config, latest_thresholds, train_thresholds
 from tests.bad_records import BAD_RECORDS

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,35 +52,29 @@ def append_once(frame: DataFrame, settings: Settings, table: Table, app_id: str,
     )
 
 
-def _absent(spark: SparkSession, settings: Settings, table: Table, keys: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `keys` (symbol, open_time, ...) whose (symbol, open_time) the table does not hold yet."""
-    if keys.empty:
-        return keys
-    first, last = keys["open_time"].min(), keys["open_time"].max()
-    stored = (
-        read_table(spark, settings, table)
-        .filter(F.col("open_date").between(first.date(), last.date()))
-        .filter(F.col("symbol").isin(sorted(keys["symbol"].unique())))
-        .filter(F.col("open_time").between(first.to_pydatetime(), last.to_pydatetime()))
-        .select("symbol", "open_time")
-        .toPandas()
-    )
-    merged = keys.merge(stored.assign(_stored=True), on=["symbol", "open_time"], how="left")
-    return keys[merged["_stored"].isna().to_numpy()]
-
-
-def history(spark: SparkSession, settings: Settings, candles: pd.DataFrame, minutes: int) -> pd.DataFrame:
-    """Silver candles of the batch's symbols from `minutes` before its first candle to its last one."""
-    first = candles["open_time"].min() - pd.Timedelta(minutes=minutes)
+def _stored(
+    spark: SparkSession, settings: Settings, table: Table, candles: pd.DataFrame, before_minutes: int = 0
+) -> pd.DataFrame:
+    """The table's rows for the symbols of `candles`, from `before_minutes` before their first open_time to
+    their last (partition-pruned on open_date): the context and the keys already stored, in one read."""
+    first = candles["open_time"].min() - pd.Timedelta(minutes=before_minutes)
     last = candles["open_time"].max()
+    columns = CANDLE_COLUMNS if table is SILVER_CANDLES else ["symbol", "open_time"]
     return (
-        read_table(spark, settings, SILVER_CANDLES)
+        read_table(spark, settings, table)
         .filter(F.col("open_date").between(first.date(), last.date()))
         .filter(F.col("symbol").isin(sorted(candles["symbol"].unique())))
         .filter(F.col("open_time").between(first.to_pydatetime(), last.to_pydatetime()))
-        .select(*CANDLE_COLUMNS)
+        .select(*columns)
         .toPandas()
     )
+
+
+def _absent(candles: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `candles` whose (symbol, open_time) is not in `stored`."""
+    keys = stored[["symbol", "open_time"]].assign(_stored=True)
+    merged = candles.merge(keys, on=["symbol", "open_time"], how="left")
+    return candles[merged["_stored"].isna().to_numpy()]
 
 
 def score_new(
@@ -102,6 +97,7 @@ class BatchResult:
     scored: int
     anomalies: int
     thresholds_versions: tuple[int, ...]
+    seconds: float = 0.0
 
 
 def process_batch(
@@ -111,13 +107,19 @@ def process_batch(
 
     `app_id` names the writer for Delta's idempotent appends: the stream passes its query id, which lives in
     its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped."""
+    started = time.perf_counter()
     config = detection_config(settings)
     bronze = kafka_to_bronze(records).cache()
+    parsed = parse(bronze).cache()
+    result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
     try:
         append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
-        parsed = parse(bronze)
-        bad = quarantined(parsed)
-        append_once(bad, settings, SILVER_QUARANTINE, app_id, batch_id)
+        reasons = parsed.select("reason").toPandas()["reason"]
+        result.records, result.quarantined = len(reasons), int(reasons.notna().sum())
+        if result.quarantined:
+            append_once(quarantined(parsed), settings, SILVER_QUARANTINE, app_id, batch_id)
+        if result.quarantined == result.records:
+            return result
         # Earliest Kafka copy of each candle in the batch wins; its Kafka time is what latency is measured from.
         valid = (
             valid_candles(parsed)
@@ -125,24 +127,23 @@ def process_batch(
             .sort_values("kafka_timestamp", kind="stable")
             .drop_duplicates(["symbol", "open_time"], keep="first")
         )
-        result = BatchResult(batch_id, bronze.count(), bad.count(), 0, 0, 0, ())
-        if valid.empty:
-            return result
-        new_in_silver = _absent(spark, settings, SILVER_CANDLES, valid)
-        append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
+        silver = _stored(spark, settings, SILVER_CANDLES, valid, before_minutes=config.history_minutes)
+        new_in_silver = _absent(valid, silver)
+        if not new_in_silver.empty:
+            append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
         result.new_candles = len(new_in_silver)
 
-        to_score = _absent(spark, settings, GOLD_SCORES, valid)
+        to_score = _absent(valid, _stored(spark, settings, GOLD_SCORES, valid))
         if not to_score.empty:
-            context = history(spark, settings, to_score, config.history_minutes)
-            thresholds = latest_thresholds(spark, settings)
-            gold = score_new(context, to_score, thresholds, config)
+            gold = score_new(silver, to_score, latest_thresholds(spark, settings), config)
             append_once(_to_spark(spark, gold, GOLD_SCORES), settings, GOLD_SCORES, app_id, batch_id)
             result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
             result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
         return result
     finally:
+        parsed.unpersist()
         bronze.unpersist()
+        result.seconds = time.perf_counter() - started
 
 
 def _to_spark(spark: SparkSession, frame: pd.DataFrame, table: Table) -> DataFrame:

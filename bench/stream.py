@@ -1,0 +1,149 @@
+"""Benchmarks of the stream, end to end through a real broker, Spark and Delta (own broker and lakehouse in a temp
+folder; nothing else needs to run).
+
+    .venv/bin/python bench/stream.py throughput [--batch 5000]   # replay 5 days x 2 symbols as fast as possible
+    .venv/bin/python bench/stream.py latency [--symbols 200 --minutes 12 --every 5]
+
+throughput: candles/s from the first record in Kafka to the last gold row committed, at maxOffsetsPerTrigger=batch.
+latency: a realistic live load, `symbols` closed candles arriving together once per (compressed) minute; for each
+candle, Kafka's timestamp -> its gold.scores row committed (the end of the micro-batch that wrote it): p50 / p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+from lakehouse.delta_io import read_table
+from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
+from lakehouse.services.process import free_port
+from lakehouse.settings import PROJECT_ROOT, Settings
+from lakehouse.spark import ensure_tables, get_spark
+from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
+from pipelines.archives import ArchiveFile, read_frame
+from pipelines.demo import wait_for_catch_up
+from pipelines.kafka_io import make_producer, publish
+from pipelines.stream import BatchResult, start_stream
+from pipelines.training import train_thresholds
+
+SAMPLE = PROJECT_ROOT / "data" / "sample"
+SOURCES = ("FILUSDT", "NEARUSDT")
+
+
+def setup(home: str) -> tuple[Settings, KafkaBroker]:
+    settings = Settings.from_env(
+        env={}, home=home, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port()
+    )
+    broker = KafkaBroker.from_settings(settings)
+    broker.start()
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    return settings, broker
+
+
+def history(spark, settings: Settings, names: list[str]) -> None:
+    """Two real days of history per symbol written to silver (a renamed copy of FILUSDT or NEARUSDT for each
+    bench symbol: real prices, one more symbol), then thresholds trained on them."""
+    days = [SAMPLE / "futures-um" / f"{s}-1m-2025-02-0{d}.zip" for s in SOURCES for d in (1, 2)]
+    real = read_frame(days)
+    frames = [real[real["symbol"] == _source(name)].assign(symbol=name) for name in names]
+    silver = pd.concat(frames, ignore_index=True).assign(
+        source="bench",
+        kafka_timestamp=pd.NaT,
+        ingested_at=pd.Timestamp.now(),
+        open_date=lambda f: f["open_time"].dt.date,
+    )
+    spark.createDataFrame(silver[SILVER_CANDLES.columns], SILVER_CANDLES.schema).write.format("delta").mode(
+        "append"
+    ).save(SILVER_CANDLES.location(settings))
+    train_thresholds(spark, settings, trained_by="bench", days=2)
+
+
+def _source(name: str) -> str:
+    return name if name in SOURCES else SOURCES[int(name[1:4]) % 2]
+
+
+def candles_of(day: str, symbol: str, as_name: str | None = None) -> list[dict]:
+    out = list(ArchiveFile.parse(SAMPLE / "futures-um" / f"{symbol}-1m-{day}.zip").candles("replay"))
+    return [{**c, "symbol": as_name or symbol} for c in out]
+
+
+def throughput(batch: int) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        settings, broker = setup(home)
+        spark = get_spark(settings, "bench-stream")
+        try:
+            ensure_tables(spark, settings)
+            history(spark, settings, list(SOURCES))
+            days = [f"2025-02-0{d}" for d in range(3, 8)]
+            candles = sorted((c for d in days for s in SOURCES for c in candles_of(d, s)), key=lambda c: c["open_time"])
+            batches: list[BatchResult] = []
+            query = start_stream(spark, settings, on_batch=batches.append, max_offsets_per_trigger=batch)
+            started = time.perf_counter()
+            producer = make_producer(settings)
+            publish(producer, settings.kafka_topic, candles)
+            producer.close()
+            wait_for_catch_up(settings, timeout_s=1800)
+            seconds = time.perf_counter() - started
+            query.stop()
+            gold = read_table(spark, settings, GOLD_SCORES).count()
+            print(
+                f"throughput: {len(candles)} candles into gold ({gold} rows) in {seconds:.1f} s = "
+                f"{len(candles) / seconds:.0f} candles/s; maxOffsetsPerTrigger={batch}, {len(batches)} micro-batches, "
+                f"median batch {np.median([b.seconds for b in batches]):.2f} s"
+            )
+        finally:
+            spark.stop()
+            broker.stop()
+
+
+def latency(symbols: int, minutes: int, every_s: float) -> None:
+    names = [f"B{i:03d}USDT" for i in range(symbols)]
+    with tempfile.TemporaryDirectory() as home:
+        settings, broker = setup(home)
+        spark = get_spark(settings, "bench-stream")
+        try:
+            ensure_tables(spark, settings)
+            history(spark, settings, names)
+            series = {n: candles_of("2025-02-03", _source(n), n) for n in names}
+            ends: list[float] = []
+            query = start_stream(spark, settings, on_batch=lambda b: ends.append(time.time()))
+            producer = make_producer(settings)
+            time.sleep(5)
+            for minute in range(minutes):  # all symbols' candle of this minute close together
+                publish(producer, settings.kafka_topic, [series[n][minute] for n in names])
+                time.sleep(every_s)
+            producer.close()
+            wait_for_catch_up(settings)
+            query.stop()
+            gold = read_table(spark, settings, GOLD_SCORES).select("kafka_timestamp", "detected_at").toPandas()
+            committed = np.array(sorted(ends))
+            detected = gold["detected_at"].astype("int64").to_numpy() / 1e9
+            # Each row is committed when the micro-batch that computed it ends: the first end after its detection.
+            commit_at = committed[np.searchsorted(committed, detected)]
+            lat = commit_at - gold["kafka_timestamp"].astype("int64").to_numpy() / 1e9
+            print(
+                f"latency Kafka -> gold committed, {symbols} symbols x {minutes} minutes ({len(gold)} candles): "
+                f"p50 {np.percentile(lat, 50):.2f} s, p95 {np.percentile(lat, 95):.2f} s, max {lat.max():.2f} s"
+            )
+        finally:
+            spark.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["throughput", "latency"])
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--minutes", type=int, default=12)
+    parser.add_argument("--every", type=float, default=5.0)
+    args = parser.parse_args()
+    pd.set_option("display.width", 200)
+    if args.which == "throughput":
+        throughput(args.batch)
+    else:
+        latency(args.symbols, args.minutes, args.every)

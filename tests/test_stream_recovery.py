@@ -1,0 +1,113 @@
+"""The stream as its own process (`marketlake stream`): killed with -9 mid-replay, or with the broker stopped
+under it, it resumes from its checkpoint and silver/gold end up with exactly the input's keys."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lakehouse.delta_io import read_table
+from lakehouse.settings import PROJECT_ROOT
+from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
+from pipelines.kafka_io import make_producer
+from pipelines.replay import replay
+from tests.test_stream import crash_day, prepare
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+
+def start_stream_process(settings, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("home", "lakehouse_root", "kafka_bootstrap_servers", "kafka_topic", "spark_master"):
+        env[f"MARKETLAKE_{name.upper()}"] = str(getattr(settings, name))
+    env["MARKETLAKE_SPARK_SHUFFLE_PARTITIONS"] = "1"
+    command = [str(Path(sys.executable).parent / "marketlake"), "stream"]
+    return subprocess.Popen(
+        command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT
+    )
+
+
+def gold_keys(spark, settings, day="2025-02-03"):
+    rows = read_table(spark, settings, GOLD_SCORES).filter(f"open_date = '{day}'").select("symbol", "open_time")
+    return [(r.symbol, r.open_time) for r in rows.collect()]
+
+
+def wait_for(predicate, timeout_s: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}; stream log:\n{log.read_text()[-3000:]}")
+
+
+def assert_exact(spark, settings, candles, log):
+    expected = sorted({(c["symbol"], c["open_time"]) for c in candles})
+    wait_for(lambda: len(gold_keys(spark, settings)) >= len(expected), 300, "gold to hold every candle", log)
+    to_ms = lambda keys: sorted((s, int(t.timestamp() * 1000)) for s, t in keys)  # noqa: E731
+    assert to_ms(gold_keys(spark, settings)) == expected  # none lost, none doubled
+    silver = (
+        read_table(spark, settings, SILVER_CANDLES).filter("open_date = '2025-02-03'").select("symbol", "open_time")
+    )
+    assert to_ms((r.symbol, r.open_time) for r in silver.collect()) == expected
+
+
+def stop(process: subprocess.Popen):
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+def test_kill_9_mid_replay_then_restart_loses_and_doubles_nothing(spark, settings, tmp_path):
+    prepare(spark, settings)
+    candles = crash_day(hours=6)
+    log = tmp_path / "stream.log"
+    process = start_stream_process(settings, log)
+    producer = make_producer(settings)
+    replay(candles[:60], producer, settings.kafka_topic, progress=False)
+    wait_for(lambda: len(gold_keys(spark, settings)) == 60, 180, "the stream to be up", log)
+    # The rest at 600x (a market minute every 0.1 s, ~35 s), killed with -9 while it is being streamed.
+    sender = threading.Thread(target=replay, args=(candles[60:], producer, settings.kafka_topic, 600.0, False))
+    sender.start()
+    wait_for(lambda: len(gold_keys(spark, settings)) > 120, 120, "more gold rows", log)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = len(gold_keys(spark, settings))
+    assert sender.is_alive() and killed_at < len(candles)  # the kill really landed mid-replay
+
+    process = start_stream_process(settings, log)
+    try:
+        sender.join()
+        producer.close()
+        assert_exact(spark, settings, candles, log)
+    finally:
+        stop(process)
+
+
+def test_broker_stopped_and_restarted_under_the_stream(spark, settings, broker, tmp_path):
+    prepare(spark, settings)
+    candles = crash_day(hours=4)
+    half = len(candles) // 2
+    log = tmp_path / "stream.log"
+    process = start_stream_process(settings, log)
+    try:
+        producer = make_producer(settings)
+        replay(candles[:half], producer, settings.kafka_topic, progress=False)
+        producer.close()
+        wait_for(lambda: len(gold_keys(spark, settings)) == half, 180, "the first half in gold", log)
+
+        broker.stop()
+        time.sleep(10)  # the stream's Kafka source fails; the process stays up and retries with back-off
+        assert process.poll() is None
+        broker.start()
+        producer = make_producer(settings)
+        replay(candles[half:], producer, settings.kafka_topic, progress=False)
+        producer.close()
+        assert_exact(spark, settings, candles, log)
+        assert process.poll() is None
+    finally:
+        stop(process)

@@ -70,18 +70,25 @@ def test_kill_9_mid_replay_then_restart_loses_and_doubles_nothing(spark, setting
     producer = make_producer(settings)
     replay(candles[:60], producer, settings.kafka_topic, progress=False)
     wait_for(lambda: len(gold_keys(spark, settings)) == 60, 180, "the stream to be up", log)
-    # The rest at 600x (a market minute every 0.1 s, ~35 s), killed with -9 while it is being streamed.
-    sender = threading.Thread(target=replay, args=(candles[60:], producer, settings.kafka_topic, 600.0, False))
+
+    # The rest at 60x (a market minute per second), and kill -9 as soon as the stream has written more of it.
+    stop_replay, sent = threading.Event(), []
+    sender = threading.Thread(
+        target=lambda: sent.append(replay(candles[60:], producer, settings.kafka_topic, 60.0, False, stop=stop_replay))
+    )
     sender.start()
-    wait_for(lambda: len(gold_keys(spark, settings)) > 120, 120, "more gold rows", log)
+    wait_for(lambda: len(gold_keys(spark, settings)) > 60, 180, "more gold rows", log)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = len(gold_keys(spark, settings))
-    assert sender.is_alive() and killed_at < len(candles)  # the kill really landed mid-replay
+    assert sender.is_alive()  # the kill landed mid-replay
+    stop_replay.set()
+    sender.join()
+    rest = candles[60 + sent[0].sent :]
+    assert rest  # some candles were not even sent yet when the stream died
 
     process = start_stream_process(settings, log)
     try:
-        sender.join()
+        replay(rest, producer, settings.kafka_topic, progress=False)
         producer.close()
         assert_exact(spark, settings, candles, log)
     finally:

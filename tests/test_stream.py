@@ -107,3 +107,16 @@ def test_bad_records_are_quarantined_and_the_stream_keeps_going(spark, settings)
         (row,) = quarantine[quarantine["value"] == value].itertuples()
         assert words in row.reason and row.topic == settings.kafka_topic and row.offset >= 0
     assert read_table(spark, settings, GOLD_SCORES).count() == len(good)
+
+
+def test_a_recalibration_applies_from_the_next_batch_without_a_restart(spark, settings):
+    first = prepare(spark, settings)
+    replayed = crash_day(hours=1)
+    send(settings, replayed[:60])
+    batch0 = process_batch(spark, settings, read_topic(spark, settings), batch_id=0)
+    second = train_thresholds(spark, settings, trained_by="recalibration", days=2)
+    send(settings, replayed[60:])
+    batch1 = process_batch(spark, settings, read_topic(spark, settings), batch_id=1)
+    assert (first.version, second.version) == (1, 2)
+    assert (batch0.scored, batch0.thresholds_versions) == (60, (1,))
+    assert (batch1.scored, batch1.thresholds_versions) == (60, (2,))

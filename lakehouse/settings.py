@@ -52,6 +52,11 @@ class Settings:
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_rest_url: str = "https://api.binance.com"
 
+    # SQL and dashboards: the Spark Thrift (HiveServer2) endpoint, Superset, and the engine Superset queries.
+    sql_port: int = 10000
+    superset_port: int = 8088
+    superset_engine: str = "duckdb"
+
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
         if not self.lakehouse_root:

@@ -213,5 +213,95 @@ def replay_command(
     )
 
 
+sql_server = typer.Typer(
+    help="The Spark SQL (Thrift/HiveServer2) endpoint over the Delta tables.", no_args_is_help=True
+)
+app.add_typer(sql_server, name="sql-server")
+superset_app = typer.Typer(help="Superset on the gold tables, dashboards provisioned as code.", no_args_is_help=True)
+app.add_typer(superset_app, name="superset")
+
+
+@sql_server.command("up")
+def sql_server_up() -> None:
+    """Start the endpoint (every registry table registered by name) and wait until it answers."""
+    from lakehouse.sql_endpoint import SqlServer
+
+    server = SqlServer(_settings())
+    waited = server.start()
+    typer.echo(f"Spark SQL endpoint ready at {server.url} in {waited:.1f} s (log: {server.log_file})")
+
+
+@sql_server.command("down")
+def sql_server_down() -> None:
+    """Stop the endpoint."""
+    from lakehouse.sql_endpoint import SqlServer
+
+    typer.echo("Spark SQL endpoint stopped" if SqlServer(_settings()).stop() else "Spark SQL endpoint was not running")
+
+
+@sql_server.command("status")
+def sql_server_status() -> None:
+    """Say whether the endpoint runs and answers."""
+    from lakehouse.sql_endpoint import SqlServer
+
+    server = SqlServer(_settings())
+    state = "ready" if server.is_running() and server.is_ready() else "running" if server.is_running() else "stopped"
+    typer.echo(f"Spark SQL endpoint at {server.url}: {state}")
+
+
+@app.command("sql")
+def sql_command(
+    query: str = typer.Argument(..., help='SQL on the lakehouse tables, e.g. "SELECT * FROM gold.anomalies LIMIT 5".'),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+) -> None:
+    """Run SQL on the Delta tables (a local Spark session with every registry table by name) and print the result."""
+    import pandas as pd
+
+    from lakehouse.spark import get_spark
+    from lakehouse.sql_endpoint import run_sql
+
+    settings = _settings()
+    spark = get_spark(settings, "marketlake-sql-cli")
+    try:
+        result = run_sql(spark, settings, query)
+    finally:
+        spark.stop()
+    if csv:
+        typer.echo(result.to_csv(index=False), nl=False)
+    else:
+        with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_rows", 500):
+            typer.echo(result.to_string(index=False))
+
+
+@superset_app.command("up")
+def superset_up() -> None:
+    """Start Superset (own virtualenv) and provision the connection, datasets and dashboards."""
+    from lakehouse.services.superset import Superset
+
+    superset = Superset(_settings())
+    timings = superset.start()
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+    typer.echo(f"Superset ready at {superset.url} ({superset.settings.superset_engine}; {steps})")
+    typer.echo(f"log in as admin; password in $SUPERSET_ADMIN_PASSWORD or {superset.home / 'admin_password'}")
+
+
+@superset_app.command("down")
+def superset_down() -> None:
+    """Stop Superset."""
+    from lakehouse.services.superset import Superset
+
+    typer.echo("Superset stopped" if Superset(_settings()).stop() else "Superset was not running")
+
+
+@superset_app.command("status")
+def superset_status() -> None:
+    """Say whether Superset runs and is healthy."""
+    from lakehouse.services.superset import Superset
+
+    superset = Superset(_settings())
+    state = "healthy" if superset.is_ready() else "running" if superset.is_running() else "stopped"
+    typer.echo(f"Superset at {superset.url}: {state}")
+
+
 if __name__ == "__main__":
     app()

@@ -43,9 +43,7 @@ def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callabl
     for symbol in SYMBOLS:
         for day in HISTORY:
             result = backfill_day(spark, settings, LocalArchives(sample), symbol, day)
-            say(
-                f"    {symbol} {day}: {result.silver_rows} candles, {result.quarantined} bad, {result.gaps} gaps"
-            )
+            say(f"    {symbol} {day}: {result.silver_rows} candles, {result.quarantined} bad, {result.gaps} gaps")
     trained = train_thresholds(spark, settings, trained_by="marketlake demo", days=len(HISTORY), symbols=list(SYMBOLS))
     say(
         f"2/4 trained thresholds v{trained.version} for {', '.join(trained.thresholds['symbol'])} ({trained.json_path})"

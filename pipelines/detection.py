@@ -5,15 +5,26 @@ statistics. Per trailing window ending at each closed minute (stream 2): std of 
 each against that symbol's trained window limit. Consensus over three independent indicators:
 
     price move   |z| of the return (return and log return are one indicator) above k
-    range        z of the high-low range above k
+    range        z of the high-low range above k_range
     window       at least 2 of the 3 window statistics above their trained limits
 
 3 votes HIGH, 2 MEDIUM, 1 LOW; an anomaly is confirmed at 2 or more.
 
-Better-than-textbook z-scores (measured by `marketlake evaluate`, see docs/detection.md): a candle's return and
-range are divided by a volatility scale that follows the market — the trailing std of returns (mean range) over
-the previous `vol_minutes` candles, floored at `vol_floor` times the trained scale so a dead quiet hour cannot turn
-noise into an anomaly. A move that is large for the current regime stands out; a busy hour's ordinary moves do not.
+Better-than-textbook z-scores, chosen by the backtest numbers (docs/detection.md has them):
+
+- Robust per-symbol scales (`robust`). A symbol's typical 1-minute volatility (ret_scale) is the median, over its
+  training minutes, of the volatility of the previous `vol_minutes` minutes, measured as sqrt(pi/2) * mean |return|;
+  the range's typical spread (range_scale) is the median of the std of the range over the same trailing minutes.
+  A crash in the training period moves a median of hourly values little, and unlike the median absolute deviation
+  of single candles it does not collapse on coarse tick sizes, where most 1-minute returns and ranges are 0 or one
+  tick.
+- A volatility ratio that follows the market within bounds: v = current / typical volatility, clipped to
+  [vol_floor, vol_cap]. z_ret = (ret - ret_center) / (ret_scale * v); z_range = (range - range_center * v) /
+  (range_scale * v). A dead quiet hour cannot turn noise into an anomaly (floor), and a busy hour raises the bar
+  only so far (cap): a strongly adaptive bar hides planted shocks in busy hours without removing the genuine
+  moves of calm months, which mostly come out of ordinary hours.
+- Separate k for the range: a large move always has a large range, so the range vote adds information only with a
+  bar of its own.
 """
 
 from __future__ import annotations
@@ -39,19 +50,25 @@ CONFIRM_VOTES = 2
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    k: float = 3.0  # a per-candle feature flags when its |z| > k
+    k: float = 3.5  # the price move (and the volume, which does not vote) flags when |z| > k
+    k_range: float = 5.5  # the range flags when its z > k_range
     window_minutes: int = 60  # trailing window of stream 2
     window_quantile: float = 0.999  # window limits: this quantile of the trained window-statistic distribution
-    robust: bool = True  # median/MAD instead of mean/std for the trained per-candle statistics
-    vol_minutes: int = 60  # trailing candles that set the current volatility scale (0: trained scale only)
-    vol_floor: float = 0.5  # the current scale never drops below this fraction of the trained scale
-    vol_how: str = "std"
+    robust: bool = True  # typical (median) hourly volatility and medians; False: mean and std of single candles
+    vol_minutes: int = 60  # trailing minutes that measure the current volatility (0: trained scales only)
+    vol_floor: float = 1.0  # the volatility ratio never drops below this ...
+    vol_cap: float = 1.5  # ... nor rises above this
     min_train_rows: int = 1440  # fewer training candles than this is not a threshold set worth trusting
 
     @property
     def history_minutes(self) -> int:
         """Candles of context a batch needs before the first candle it scores."""
         return max(self.window_minutes, self.vol_minutes)
+
+    @property
+    def scale_minutes(self) -> int:
+        """Trailing minutes of the volatility estimate that the robust scales are typical values of."""
+        return self.vol_minutes or self.window_minutes
 
 
 def features(candles: pd.DataFrame) -> pd.DataFrame:
@@ -75,36 +92,69 @@ def window_stats(frame: pd.DataFrame, window_minutes: int) -> pd.DataFrame:
     candles it held), and a window is only complete when it holds `window_minutes` candles.
     """
     frame = _sorted(frame)
-    indexed = frame.set_index("open_time")
-    rolling = indexed.groupby("symbol", sort=False)[["ret", "range", "volume"]].rolling(f"{window_minutes}min")
-    stats = pd.DataFrame(
-        {
-            "win_ret_std": rolling["ret"].std(ddof=0).to_numpy(),
-            "win_max_range": rolling["range"].max().to_numpy(),
-            "win_mean_volume": rolling["volume"].mean().to_numpy(),
-            "win_count": rolling["ret"].count().to_numpy().astype("int32"),
-        }
-    )
+    parts = []
+    for _, group in frame.groupby("symbol", sort=False):
+        rolling = group.set_index("open_time")[["ret", "range", "volume"]].rolling(f"{window_minutes}min")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "win_ret_std": rolling["ret"].std(ddof=0).to_numpy(),
+                    "win_max_range": rolling["range"].max().to_numpy(),
+                    "win_mean_volume": rolling["volume"].mean().to_numpy(),
+                    "win_count": rolling["ret"].count().to_numpy().astype("int32"),
+                }
+            )
+        )
+    columns = ["win_ret_std", "win_max_range", "win_mean_volume", "win_count"]
+    stats = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     return pd.concat([frame, stats], axis=1)
 
 
-def _center_scale(values: pd.Series, robust: bool) -> tuple[float, float]:
-    values = values.dropna()
-    if robust:
-        center = float(values.median())
-        return center, float(1.4826 * (values - center).abs().median())
-    return float(values.mean()), float(values.std(ddof=0))
+def _trailing(frame: pd.DataFrame, values: pd.Series, minutes: int, how: str) -> pd.Series:
+    """Per symbol, over the previous `minutes` minutes (the current candle excluded; NaN until half of them are
+    there): "volatility" = sqrt(pi/2) * mean |values|, for normal returns their std, which one spike moves far less
+    than it moves a std; "std" = the std of the values. `frame` is sorted by open_time within each symbol."""
+    series = pd.Series((values.abs() if how == "volatility" else values).to_numpy(), index=frame["open_time"])
+    out = np.full(len(frame), np.nan)
+    for rows in frame.groupby("symbol", sort=False).indices.values():
+        rolling = series.iloc[rows].rolling(f"{minutes}min", closed="left", min_periods=max(minutes // 2, 1))
+        out[rows] = (rolling.mean() * np.sqrt(np.pi / 2) if how == "volatility" else rolling.std(ddof=0)).to_numpy()
+    return pd.Series(out, index=frame.index)
 
 
 def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
-    """Per-symbol thresholds from a training period of candles: one row per symbol, THRESHOLD_COLUMNS + train_*."""
+    """Per-symbol thresholds from a training period of candles: one row per symbol, THRESHOLD_COLUMNS + train_*.
+
+    robust: centers are medians; the return scale is the typical (median) trailing `scale_minutes` volatility of
+    returns, the range scale the typical trailing std of the range (see _trailing); the volume scale is the median
+    absolute deviation of log volume. Otherwise mean and std of single candles. Window limits: a quantile of the
+    complete windows' statistics."""
     frame = window_stats(features(candles), config.window_minutes)
+    if config.robust:
+        frame["ret_vol"] = _trailing(frame, frame["ret"], config.scale_minutes, "volatility")
+        frame["range_std"] = _trailing(frame, frame["range"], config.scale_minutes, "std")
     rows = []
     for symbol, group in frame.groupby("symbol", sort=True):
         complete = group[group["win_count"] >= config.window_minutes]
-        ret_center, ret_scale = _center_scale(group["ret"], config.robust)
-        range_center, range_scale = _center_scale(group["range"], config.robust)
-        volume_center, volume_scale = _center_scale(group["log_volume"], config.robust)
+        if config.robust:
+            volume_center = float(group["log_volume"].median())
+            scales = {
+                "ret_center": float(group["ret"].median()),
+                "ret_scale": _median(group["ret_vol"]),
+                "range_center": float(group["range"].median()),
+                "range_scale": _median(group["range_std"]),
+                "volume_center": volume_center,
+                "volume_scale": float(1.4826 * (group["log_volume"] - volume_center).abs().median()),
+            }
+        else:
+            scales = {
+                "ret_center": float(group["ret"].mean()),
+                "ret_scale": float(group["ret"].std(ddof=0)),
+                "range_center": float(group["range"].mean()),
+                "range_scale": float(group["range"].std(ddof=0)),
+                "volume_center": float(group["log_volume"].mean()),
+                "volume_scale": float(group["log_volume"].std(ddof=0)),
+            }
         limits = {
             f"{stat}_limit": float(complete[stat].quantile(config.window_quantile)) if len(complete) else np.nan
             for stat in WINDOW_STATS
@@ -112,75 +162,61 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
         rows.append(
             {
                 "symbol": symbol,
-                "ret_center": ret_center,
-                "ret_scale": ret_scale,
-                "range_center": range_center,
-                "range_scale": range_scale,
-                "volume_center": volume_center,
-                "volume_scale": volume_scale,
+                **scales,
                 **limits,
                 "train_start": group["open_time"].min(),
                 "train_end": group["open_time"].max(),
                 "train_rows": len(group),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["symbol", *THRESHOLD_COLUMNS, "train_start", "train_end", "train_rows"])
+
+
+def _median(values: pd.Series) -> float:
+    """Median of the known values; NaN (without a warning) when there are none."""
+    values = values.dropna()
+    return float(values.median()) if len(values) else np.nan
 
 
 def degenerate(thresholds: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     """Threshold rows that must not be used, with the reason: zero/NaN scales or limits, too few rows."""
     numbers = thresholds[THRESHOLD_COLUMNS]
-    bad_value = numbers.isna().any(axis=1) | (thresholds[[c for c in THRESHOLD_COLUMNS if "scale" in c]] <= 0).any(
-        axis=1
-    )
+    scales = thresholds[[c for c in THRESHOLD_COLUMNS if c.endswith("_scale")]]
+    bad_value = numbers.isna().any(axis=1) | (scales <= 0).any(axis=1)
     few_rows = thresholds["train_rows"] < config.min_train_rows
     reasons = np.where(bad_value, "zero or NaN statistic", np.where(few_rows, "too few training rows", ""))
     return thresholds.assign(reason=reasons)[bad_value | few_rows]
 
 
-def _trailing(frame: pd.DataFrame, column: str, minutes: int, how: str) -> pd.Series:
-    """Per symbol, the std or mean of `column` over the previous `minutes` candles (the current one excluded)."""
-    shifted = frame.groupby("symbol", sort=False)[column].shift(1)
-    rolling = shifted.groupby(frame["symbol"], sort=False).rolling(minutes, min_periods=minutes // 2)
-    if how == "abs":
-        rolling = shifted.abs().groupby(frame["symbol"], sort=False).rolling(minutes, min_periods=minutes // 2)
-        result = rolling.mean() * np.sqrt(np.pi / 2)
-    else:
-        result = rolling.std(ddof=0) if how == "std" else rolling.mean()
-    return result.reset_index(level=0, drop=True).sort_index()
+def _volatility_ratio(frame: pd.DataFrame, ret_scale: pd.Series, config: DetectionConfig) -> pd.Series:
+    """Current over typical volatility, clipped to [vol_floor, vol_cap]; 1 before there is enough history and
+    when vol_minutes is 0. `frame` (with `ret`) is sorted by symbol and open_time, `ret_scale` is aligned to it."""
+    if not config.vol_minutes:
+        return pd.Series(1.0, index=frame.index)
+    current = _trailing(frame, frame["ret"], config.vol_minutes, "volatility")
+    return (current / ret_scale).fillna(1.0).clip(config.vol_floor, config.vol_cap)
 
 
 def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     """Scores every candle of `candles` (history included; callers keep the rows they want).
 
-    `thresholds` has one row per symbol (THRESHOLD_COLUMNS and `version`); candles of a symbol without
-    thresholds get no z-scores, no votes and the reason "no thresholds".
+    A batch scored with the `config.history_minutes` candles before it as context gets exactly the scores it
+    gets inside a longer run. `thresholds` has one row per symbol (THRESHOLD_COLUMNS and `version`); candles of a
+    symbol without thresholds get no z-scores, no votes and the reason "no thresholds".
     """
     frame = window_stats(features(candles), config.window_minutes)
     t = frame[["symbol"]].merge(thresholds, on="symbol", how="left")
 
-    ret_scale = t["ret_scale"]
-    range_scale = t["range_scale"]
-    range_center = t["range_center"]
-    if config.vol_minutes:
-        # Volatility that follows the market: trailing std of returns and mean range, floored.
-        ret_scale = np.maximum(_trailing(frame, "ret", config.vol_minutes, config.vol_how), config.vol_floor * ret_scale)
-        ret_scale = ret_scale.fillna(t["ret_scale"])
-        local_range = _trailing(frame, "range", config.vol_minutes, "mean")
-        ratio = np.maximum(local_range / t["range_center"], config.vol_floor).fillna(1.0)
-        range_center = t["range_center"] * ratio
-        range_scale = t["range_scale"] * ratio
-
-    frame["z_ret"] = (frame["ret"] - t["ret_center"]) / ret_scale
-    frame["z_range"] = (frame["range"] - range_center) / range_scale
+    ratio = _volatility_ratio(frame, t["ret_scale"], config)
+    frame["z_ret"] = (frame["ret"] - t["ret_center"]) / (t["ret_scale"] * ratio)
+    frame["z_range"] = (frame["range"] - t["range_center"] * ratio) / (t["range_scale"] * ratio)
     frame["z_volume"] = (frame["log_volume"] - t["volume_center"]) / t["volume_scale"]
 
-    k = config.k
     has = t["ret_scale"].notna()
     complete = frame["win_count"] >= config.window_minutes
-    frame["flag_price"] = has & (frame["z_ret"].abs() > k)
-    frame["flag_range"] = has & (frame["z_range"] > k)
-    frame["flag_volume"] = has & (frame["z_volume"] > k)
+    frame["flag_price"] = has & (frame["z_ret"].abs() > config.k)
+    frame["flag_range"] = has & (frame["z_range"] > config.k_range)
+    frame["flag_volume"] = has & (frame["z_volume"] > config.k)
     for stat in WINDOW_STATS:
         frame[f"flag_{stat}"] = has & complete & (frame[stat] > t[f"{stat}_limit"])
     window_flags = frame[[f"flag_{s}" for s in WINDOW_STATS]].sum(axis=1)
@@ -190,28 +226,39 @@ def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConf
     frame["votes"] = votes
     frame["confidence"] = votes.map(CONFIDENCE)
     frame["is_anomaly"] = votes >= CONFIRM_VOTES
-    frame["thresholds_version"] = t["version"] if "version" in t else pd.NA
-    frame["reasons"] = _reasons(frame, t, k)
+    frame["thresholds_version"] = t.get("version", pd.NA)
+    frame["reasons"] = _reasons(frame, t, config)
     return frame
 
 
-def _reasons(frame: pd.DataFrame, t: pd.DataFrame, k: float) -> pd.Series:
-    """Each flag in words, e.g. "price move z=+7.2 (|z|>3)"; "no thresholds" when the symbol has none."""
-    window_text = "abnormal 1h window: " + (
-        _when(frame["flag_win_ret_std"], "return std " + _ratio(frame, t, "win_ret_std"))
-        + _when(frame["flag_win_max_range"], " max range " + _ratio(frame, t, "win_max_range"))
-        + _when(frame["flag_win_mean_volume"], " mean volume " + _ratio(frame, t, "win_mean_volume"))
-    ).str.strip()
+def _reasons(frame: pd.DataFrame, t: pd.DataFrame, config: DetectionConfig) -> pd.Series:
+    """Each flag in words, e.g. "price move z=+7.2 (|z|>3.5)"; "no thresholds" when the symbol has none."""
+    reasons = pd.Series("", index=frame.index).where(t["ret_scale"].notna(), "no thresholds")
+    flags = ["flag_price", "flag_range", "flag_volume", "flag_window"]
+    flagged = frame.loc[frame[flags].any(axis=1)]  # words only where needed: formatting is the slow part
+    if flagged.empty:
+        return reasons
+    t = t.loc[flagged.index]
+    window_text = (
+        "abnormal 1h window: "
+        + (
+            _when(flagged["flag_win_ret_std"], "return std " + _ratio(flagged, t, "win_ret_std"))
+            + _when(flagged["flag_win_max_range"], " max range " + _ratio(flagged, t, "win_max_range"))
+            + _when(flagged["flag_win_mean_volume"], " mean volume " + _ratio(flagged, t, "win_mean_volume"))
+        ).str.strip()
+    )
+    k, k_range = config.k, config.k_range
     texts = [
-        _when(frame["flag_price"], "price move z=" + frame["z_ret"].map("{:+.1f}".format) + f" (|z|>{k:g})"),
-        _when(frame["flag_range"], "range z=" + frame["z_range"].map("{:.1f}".format) + f" (z>{k:g})"),
-        _when(frame["flag_volume"], "volume z=" + frame["z_volume"].map("{:.1f}".format) + f" (z>{k:g})"),
-        _when(frame["flag_window"], window_text),
+        _when(flagged["flag_price"], "price move z=" + flagged["z_ret"].map("{:+.1f}".format) + f" (|z|>{k:g})"),
+        _when(flagged["flag_range"], "range z=" + flagged["z_range"].map("{:.1f}".format) + f" (z>{k_range:g})"),
+        _when(flagged["flag_volume"], "volume z=" + flagged["z_volume"].map("{:.1f}".format) + f" (z>{k:g})"),
+        _when(flagged["flag_window"], window_text),
     ]
     joined = texts[0]
     for text in texts[1:]:
         joined = joined + _when((joined != "") & (text != ""), "; ") + text
-    return joined.where(t["ret_scale"].notna(), "no thresholds")
+    reasons.loc[flagged.index] = joined
+    return reasons
 
 
 def _when(flag: pd.Series, text: pd.Series | str) -> pd.Series:

@@ -74,9 +74,14 @@ def thresholds_rows(
 ) -> pd.DataFrame:
     rows = trained.assign(
         version=version,
+        # The detection settings the version was trained for, so its scores can be reproduced from the table.
         k=float(config.k),
+        k_range=float(config.k_range),
         robust=bool(config.robust),
         window_minutes=int(config.window_minutes),
+        vol_minutes=int(config.vol_minutes),
+        vol_floor=float(config.vol_floor),
+        vol_cap=float(config.vol_cap),
         trained_at=trained_at.replace(tzinfo=None),
         trained_by=trained_by,
     )

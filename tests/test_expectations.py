@@ -45,27 +45,9 @@ def test_silver_contract_passes_valid_candles_and_names_what_breaks(spark):
 
 
 def thresholds_row(ret_scale: float, rows: int = 5000):
-    return (
-        1,
-        "FILUSDT",
-        0.0,
-        ret_scale,
-        0.001,
-        0.001,
-        5.0,
-        1.0,
-        0.01,
-        0.05,
-        1e5,
-        3.0,
-        True,
-        60,
-        T0,
-        T0,
-        rows,
-        T0,
-        "test",
-    )
+    statistics = (0.0, ret_scale, 0.001, 0.001, 5.0, 1.0, 0.01, 0.05, 1e5)
+    config = (3.5, 5.5, True, 60, 60, 1.0, 1.5)
+    return (1, "FILUSDT", *statistics, *config, T0, T0, rows, T0, "test")
 
 
 def test_thresholds_contract_rejects_zero_nan_and_too_few_rows(spark):

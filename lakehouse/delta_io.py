@@ -25,3 +25,13 @@ def merge_into(spark: SparkSession, settings: Settings, table: Table, rows: Data
 
 def read_table(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
     return spark.read.format("delta").load(table.location(settings))
+
+
+def log_version(spark: SparkSession, settings: Settings, table: Table) -> int:
+    """The table's latest commit version, from a listing of its _delta_log (milliseconds, on any Hadoop file
+    system), for callers that only need to know whether the table changed."""
+    jvm = spark._jvm
+    log = jvm.org.apache.hadoop.fs.Path(f"{table.location(settings)}/_delta_log")
+    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
+    names = [status.getPath().getName() for status in fs.listStatus(log)]
+    return max(int(n.split(".")[0]) for n in names if n.endswith(".json"))

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,13 +24,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import log_version, read_table
 from lakehouse.settings import Settings
-from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE, Table
+from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, GOLD_THRESHOLDS, SILVER_CANDLES, SILVER_QUARANTINE, Table
 from pipelines.bronze import kafka_to_bronze
 from pipelines.detection import CANDLE_COLUMNS, DetectionConfig, score
 from pipelines.gold import score_rows
-from pipelines.silver import parse, quarantined, valid_candles
+from pipelines.silver import parse, quarantined
 from pipelines.training import detection_config, latest_thresholds
 
 log = logging.getLogger(__name__)
@@ -100,50 +101,96 @@ class BatchResult:
     seconds: float = 0.0
 
 
+class ThresholdsReader:
+    """The latest thresholds, re-read only when gold.thresholds has a new commit: a recalibration is seen by the
+    next micro-batch, and a batch without one pays a directory listing instead of a table scan."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.frame = pd.DataFrame()
+
+    def __call__(self, spark: SparkSession, settings: Settings) -> pd.DataFrame:
+        version = log_version(spark, settings, GOLD_THRESHOLDS)
+        if version != self.version:
+            self.frame, self.version = latest_thresholds(spark, settings), version
+        return self.frame
+
+
 def process_batch(
-    spark: SparkSession, settings: Settings, records: DataFrame, batch_id: int, app_id: str = APP_ID
+    spark: SparkSession,
+    settings: Settings,
+    records: DataFrame,
+    batch_id: int,
+    app_id: str = APP_ID,
+    thresholds: ThresholdsReader | None = None,
 ) -> BatchResult:
     """One micro-batch of Kafka records (Kafka source schema) through bronze, silver, quarantine and gold.
 
     `app_id` names the writer for Delta's idempotent appends: the stream passes its query id, which lives in
-    its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped."""
+    its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped.
+    Bronze and quarantine are written on a second thread while silver and gold are computed: both finish before
+    the batch returns (and its offsets commit), but the gold row does not wait for the raw copy."""
     started = time.perf_counter()
     config = detection_config(settings)
+    thresholds = thresholds or ThresholdsReader()
     bronze = kafka_to_bronze(records).cache()
     parsed = parse(bronze).cache()
-    result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
-    try:
-        append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
-        reasons = parsed.select("reason").toPandas()["reason"]
-        result.records, result.quarantined = len(reasons), int(reasons.notna().sum())
-        if result.quarantined:
-            append_once(quarantined(parsed), settings, SILVER_QUARANTINE, app_id, batch_id)
-        if result.quarantined == result.records:
-            return result
-        # Earliest Kafka copy of each candle in the batch wins; its Kafka time is what latency is measured from.
-        valid = (
-            valid_candles(parsed)
-            .toPandas()
-            .sort_values("kafka_timestamp", kind="stable")
-            .drop_duplicates(["symbol", "open_time"], keep="first")
-        )
-        silver = _stored(spark, settings, SILVER_CANDLES, valid, before_minutes=config.history_minutes)
-        new_in_silver = _absent(valid, silver)
-        if not new_in_silver.empty:
-            append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
-        result.new_candles = len(new_in_silver)
+    checked = parsed.select(*SILVER_CANDLES.columns, "reason").toPandas()
+    bad = int(checked["reason"].notna().sum())
+    result = BatchResult(batch_id, len(checked), bad, 0, 0, 0, ())
 
-        to_score = _absent(valid, _stored(spark, settings, GOLD_SCORES, valid))
-        if not to_score.empty:
-            gold = score_new(silver, to_score, latest_thresholds(spark, settings), config)
-            append_once(_to_spark(spark, gold, GOLD_SCORES), settings, GOLD_SCORES, app_id, batch_id)
-            result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
-            result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
-        return result
-    finally:
-        parsed.unpersist()
-        bronze.unpersist()
-        result.seconds = time.perf_counter() - started
+    def write_raw() -> None:
+        append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
+        if bad:
+            append_once(quarantined(parsed), settings, SILVER_QUARANTINE, app_id, batch_id)
+
+    with ThreadPoolExecutor(max_workers=1) as raw_writer:
+        raw = raw_writer.submit(write_raw)
+        try:
+            # Earliest Kafka copy of each candle in the batch wins; latency is measured from its Kafka time.
+            valid = (
+                checked[checked["reason"].isna()]
+                .drop(columns="reason")
+                .sort_values("kafka_timestamp", kind="stable")
+                .drop_duplicates(["symbol", "open_time"], keep="first")
+            )
+            if not valid.empty:
+                _silver_and_gold(spark, settings, valid, batch_id, app_id, thresholds, config, result)
+            raw.result()
+        finally:
+            parsed.unpersist()
+            bronze.unpersist()
+            result.seconds = time.perf_counter() - started
+    return result
+
+
+def _silver_and_gold(
+    spark: SparkSession,
+    settings: Settings,
+    valid: pd.DataFrame,
+    batch_id: int,
+    app_id: str,
+    thresholds: ThresholdsReader,
+    config: DetectionConfig,
+    result: BatchResult,
+) -> None:
+    silver = _stored(spark, settings, SILVER_CANDLES, valid, before_minutes=config.history_minutes)
+    new_in_silver = _absent(valid, silver)
+    if not new_in_silver.empty:
+        append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
+    result.new_candles = len(new_in_silver)
+    # Candles new to silver cannot be in gold yet; only the others (duplicates, a batch re-run after a crash
+    # between the silver and the gold commit) are looked up in gold.
+    seen = _absent(valid, new_in_silver)
+    if not seen.empty:
+        seen = _absent(seen, _stored(spark, settings, GOLD_SCORES, seen))
+    to_score = pd.concat([new_in_silver, seen])
+    if to_score.empty:
+        return
+    gold = score_new(silver, to_score, thresholds(spark, settings), config)
+    append_once(_to_spark(spark, gold, GOLD_SCORES), settings, GOLD_SCORES, app_id, batch_id)
+    result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
+    result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
 
 
 def _to_spark(spark: SparkSession, frame: pd.DataFrame, table: Table) -> DataFrame:
@@ -174,10 +221,11 @@ def start_stream(
 ) -> StreamingQuery:
     started = threading.Event()
     query_id: list[str] = []
+    thresholds = ThresholdsReader()
 
     def body(records: DataFrame, batch_id: int) -> None:
         started.wait()
-        result = process_batch(spark, settings, records, batch_id, app_id=f"{APP_ID}-{query_id[0]}")
+        result = process_batch(spark, settings, records, batch_id, f"{APP_ID}-{query_id[0]}", thresholds)
         log.info("batch %s", result)
         if on_batch:
             on_batch(result)

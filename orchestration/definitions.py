@@ -25,8 +25,5 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-def __getattr__(name: str) -> dg.Definitions:
-    # Built on first use by Dagster's loader (`defs`), not at import: settings come from the environment then.
-    if name == "defs":
-        return build_definitions(Settings.from_env())
-    raise AttributeError(name)
+# Dagster's entry point (`dagster dev -m orchestration.definitions`) builds the settings, once, from the environment.
+defs = build_definitions(Settings.from_env())

@@ -1,6 +1,8 @@
 """The Dagster code location: it loads, its graph is what we expect, and assets materialize with real resources."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +11,16 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
 from orchestration.definitions import build_definitions
+
+
+def test_the_code_location_validates_as_dagster_loads_it():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m", "orchestration.definitions"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_definitions_load_with_the_expected_graph(settings):

@@ -7,7 +7,8 @@ that tests call on static DataFrames too. Exactly once, end to end:
   batch replayed after a crash is not written twice;
 - silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
-Thresholds are read from gold.thresholds at every micro-batch: a recalibration applies from the next batch on.
+Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
+one: a recalibration applies from the next batch on, without a restart.
 """
 
 from __future__ import annotations

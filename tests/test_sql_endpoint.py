@@ -7,13 +7,14 @@ import subprocess
 
 import pytest
 
-from bench.sql_engines import DATA, gold_sample, write_tables
+from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import free_port
 from lakehouse.settings import Settings
 from lakehouse.sql_endpoint import SqlServer, beeline, run_sql, settings_env
+from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
-FIL = DATA / "futures-um" / "FILUSDT-1m-2025-02.csv"
+FIL = sorted(SAMPLE.glob("futures-um/FILUSDT-1m-2025-02-0*.zip"))
 
 
 def test_settings_env_round_trips() -> None:
@@ -23,7 +24,7 @@ def test_settings_env_round_trips() -> None:
 
 def test_endpoint_serves_registry_tables_and_later_writes(spark, settings: Settings) -> None:
     settings = dataclasses.replace(settings, sql_port=free_port())
-    sample = gold_sample([FIL], days=4)
+    sample = gold_sample(FIL, days=4)
     server = SqlServer(settings)
     server.start()
     try:
@@ -57,6 +58,6 @@ def test_run_sql_is_what_the_cli_prints(spark, settings: Settings) -> None:
     from lakehouse.spark import ensure_tables
 
     ensure_tables(spark, settings)
-    write_tables(spark, settings, gold_sample([FIL], days=3))
+    write_tables(spark, settings, gold_sample(FIL, days=3))
     result = run_sql(spark, settings, "SELECT symbol, COUNT(*) AS n FROM gold.anomalies GROUP BY symbol")
     assert result.symbol.tolist() == ["FILUSDT"] and result.n.iloc[0] > 0

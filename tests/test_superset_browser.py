@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.sql_engines import MONTH, gold_sample, write_tables
+from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import free_port
 from lakehouse.services.superset import VENV, Api, Superset, duckdb_extension_dir, load_content
 from lakehouse.settings import PROJECT_ROOT, Settings
+from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,7 +36,7 @@ def superset(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFa
         env={}, home=str(home), superset_port=free_port(), spark_master=base_settings.spark_master
     )
     ensure_tables(spark, settings)
-    write_tables(spark, settings, gold_sample(MONTH, days=5))
+    write_tables(spark, settings, gold_sample(sorted(SAMPLE.rglob("*.zip"))))
     service = Superset(settings)
     service.start()
     yield service

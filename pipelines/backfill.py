@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,6 +27,7 @@ from lakehouse.delta_io import merge_into
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.archives import ArchiveFile, find_archives
+from pipelines.binance_rest import BinanceRest
 from pipelines.candles import KLINE_COLUMNS
 from pipelines.silver import parse, quarantined, valid_candles
 
@@ -114,6 +116,22 @@ class BinanceArchives:
             return
         for row in _on_day(ArchiveFile.parse(path).rows(), day):
             yield f"archive:{path.name}", row
+
+
+@dataclass(frozen=True)
+class BinanceRestKlines:
+    """Binance's REST API, /api/v3/klines: 1000 candles a request, weight limits and 429/418 back-off honoured
+    (pipelines.binance_rest). Only closed candles are kept, so a backfill of today never stores a partial one."""
+
+    base_url: str
+    name: str = "rest"
+
+    def rows(self, symbol: str, day: date) -> Iterator[tuple[str, list[str]]]:
+        start, end = day_bounds_ms(day)
+        now = int(time.time() * 1000)
+        for row in BinanceRest(self.base_url).klines(symbol, "1m", start, end):
+            if int(row[6]) < now:
+                yield "rest", [str(v) for v in row]
 
 
 @dataclass

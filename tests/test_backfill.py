@@ -2,8 +2,10 @@
 
 import hashlib
 import http.server
+import json
 import shutil
 import threading
+import urllib.parse
 import zipfile
 from datetime import date
 from functools import partial
@@ -13,7 +15,8 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.backfill import BinanceArchives, LocalArchives, backfill_day
+from pipelines.archives import ArchiveFile
+from pipelines.backfill import BinanceArchives, BinanceRestKlines, LocalArchives, backfill_day
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.spark
@@ -80,3 +83,41 @@ def test_binance_archives_are_checksummed(spark, settings, tmp_path, binance_arc
     # A day the archive does not have (neither daily nor monthly zip) backfills nothing and reports the gap.
     missing = backfill_day(spark, settings, source, "FILUSDT", date(2025, 3, 1))
     assert (missing.rows_read, missing.gaps) == (0, 1440)
+
+
+@pytest.fixture
+def binance_rest_server():
+    """Serves /api/v3/klines like Binance: startTime/endTime (inclusive)/limit, 12-field arrays, at most 1000 rows."""
+    rows = list(ArchiveFile.parse(SAMPLE / "futures-um" / "NEARUSDT-1m-2025-02-03.zip").rows())
+    requests = []
+
+    class Klines(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            query = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).items()}
+            requests.append(query)
+            start, end, limit = int(query["startTime"]), int(query["endTime"]), int(query["limit"])
+            page = [r for r in rows if start <= int(r[0]) <= end and query["symbol"] == "NEARUSDT"][: min(limit, 1000)]
+            body = json.dumps([[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), *r[9:12]] for r in page]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-MBX-USED-WEIGHT-1M", str(2 * len(requests)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Klines)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+
+
+def test_rest_backfill_pages_through_the_day(spark, settings, binance_rest_server):
+    ensure_tables(spark, settings)
+    url, requests = binance_rest_server
+    result = backfill_day(spark, settings, BinanceRestKlines(url), "NEARUSDT", CRASH_DAY)
+    assert (result.rows_read, result.silver_rows, result.quarantined, result.gaps) == (1440, 1440, 0, 0)
+    assert len(requests) == 2 and requests[0]["limit"] == "1000"  # 1000 + 440
+    sources = {r.source for r in read_table(spark, settings, BRONZE_CANDLES).select("source").distinct().collect()}
+    assert sources == {"rest"}

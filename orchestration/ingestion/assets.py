@@ -10,14 +10,21 @@ from expectations.suites import silver_candles_suite, validate
 from lakehouse.settings import Settings
 from orchestration.ingestion.partitions import candle_partitions
 from orchestration.resources import lakehouse_session
-from pipelines.backfill import BinanceArchives, KlineSource, LocalArchives, backfill_day, silver_day
+from pipelines.backfill import (
+    BinanceArchives,
+    BinanceRestKlines,
+    KlineSource,
+    LocalArchives,
+    backfill_day,
+    silver_day,
+)
 
 SILVER_CANDLES_KEY = dg.AssetKey(["silver", "candles"])
 BRONZE_CANDLES_KEY = dg.AssetKey(["bronze", "candles"])
 
 
 class BackfillConfig(dg.Config):
-    source: str = "local"  # local | binance-archive
+    source: str = "local"  # local | binance-archive | rest
     market: str = "spot"  # for binance-archive: spot | futures/um
 
 
@@ -26,7 +33,9 @@ def kline_source(config: BackfillConfig, settings: Settings) -> KlineSource:
         return LocalArchives(Path(settings.archive_dir))
     if config.source == "binance-archive":
         return BinanceArchives(settings.binance_archive_url, Path(settings.home) / "archives", config.market)
-    raise dg.Failure(f"unknown backfill source {config.source!r}: use local or binance-archive")
+    if config.source == "rest":
+        return BinanceRestKlines(settings.binance_rest_url)
+    raise dg.Failure(f"unknown backfill source {config.source!r}: use local, binance-archive or rest")
 
 
 def build_ingestion_assets(settings: Settings) -> list:

@@ -195,18 +195,30 @@ def produce(
 
 @app.command("replay")
 def replay_command(
-    paths: list[Path] = typer.Argument(..., help="Binance kline archives (.zip/.csv, spot or futures) or folders."),
+    paths: list[Path] = typer.Argument(None, help="Binance kline archives (.zip/.csv, spot or futures) or folders."),
+    start: str = typer.Option(None, "--from", help="Instead of files: silver candles from this date (YYYY-MM-DD)..."),
+    end: str = typer.Option(None, "--to", help="... up to this date, exclusive."),
     speed: float = typer.Option(0.0, help="Market time per wall time: 60 = one minute per second; 0 = flat out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Replay historical candles into Kafka in event-time order across symbols (source "replay")."""
+    from datetime import datetime
+
     from lakehouse.services.process import stop_on_signals
-    from pipelines.replay import replay_archives
+    from pipelines.backtest import silver_candles
+    from pipelines.replay import replay_archives, replay_silver
 
     settings = _settings()
+    if bool(paths) == bool(start):
+        raise typer.BadParameter("give either archive PATHs or --from DATE --to DATE (silver)")
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
     typer.echo(f"replaying into topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}")
-    result = replay_archives(settings, paths, speed or None, progress, stop_on_signals())
+    if paths:
+        result = replay_archives(settings, paths, speed or None, progress, stop_on_signals())
+    else:
+        spark = _lakehouse_spark(settings, "marketlake-replay")
+        frame = silver_candles(spark, settings, datetime.fromisoformat(start), datetime.fromisoformat(end), 0)
+        result = replay_silver(settings, frame, speed or None, progress, stop_on_signals())
     symbols = ", ".join(f"{symbol} {count}" for symbol, count in sorted(result.per_symbol.items()))
     typer.echo(
         f"replayed {result.sent} candles ({symbols}) in {result.seconds:.1f} s ({result.candles_per_s:,.0f} candles/s)"

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+import pandas as pd
 
 # Binance kline columns, in archive/REST order (the 12th, "ignore", is dropped).
 KLINE_COLUMNS = (
@@ -75,3 +77,17 @@ def encode(candle: Mapping[str, Any]) -> tuple[bytes, bytes]:
 def sort_for_replay(candles: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Event-time order across symbols (ties broken by symbol, so replays are deterministic)."""
     return sorted(candles, key=lambda c: (c["open_time"], c["symbol"]))
+
+
+def from_frame(frame: pd.DataFrame, source: str) -> Iterator[dict[str, Any]]:
+    """Rows of a candle DataFrame (e.g. silver: datetimes for open/close time) -> candle messages, in row order."""
+    for row in frame.to_dict("records"):
+        candle: dict[str, Any] = {"symbol": row["symbol"], "interval": "1m"}
+        for name in KLINE_COLUMNS:
+            value = row[name]
+            candle[name] = int(pd.Timestamp(value).value // 1_000_000) if name.endswith("_time") else value
+        candle["trades"] = int(candle["trades"])
+        candle["event_time"] = candle["close_time"] + 1
+        candle["received_at"] = now_ms()
+        candle["source"] = source
+        yield candle

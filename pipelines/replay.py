@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from kafka import KafkaProducer
 from tqdm import tqdm
 
 from lakehouse.settings import Settings
 from pipelines.archives import ArchiveFile, find_archives
-from pipelines.candles import MESSAGE_FIELDS, now_ms
+from pipelines.candles import MESSAGE_FIELDS, from_frame, now_ms
 from pipelines.kafka_io import make_producer, publish
 
 
@@ -110,11 +111,32 @@ def replay_archives(
 ) -> ReplayResult:
     """Replay archive files (or folders of them) into the settings' topic with a producer of its own."""
     files = archive_files(paths)
+    return _replay_into_topic(settings, archive_candles(files), estimated_count(files), speed, progress, stop)
+
+
+def replay_silver(
+    settings: Settings,
+    frame: pd.DataFrame,
+    speed: float | None = None,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> ReplayResult:
+    """Replay silver candles (a DataFrame with pipelines.detection.CANDLE_COLUMNS) into the settings' topic."""
+    ordered = frame.sort_values(["open_time", "symbol"], kind="stable")
+    return _replay_into_topic(settings, from_frame(ordered, "replay"), len(ordered), speed, progress, stop)
+
+
+def _replay_into_topic(
+    settings: Settings,
+    candles: Iterable[Mapping[str, Any]],
+    total: int | None,
+    speed: float | None,
+    progress: bool,
+    stop: threading.Event | None,
+) -> ReplayResult:
     producer = make_producer(settings)
     try:
-        return replay(
-            archive_candles(files), producer, settings.kafka_topic, speed, progress, estimated_count(files), stop
-        )
+        return replay(candles, producer, settings.kafka_topic, speed, progress, total, stop)
     finally:
         producer.close(timeout=10)
 

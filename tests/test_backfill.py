@@ -121,3 +121,23 @@ def test_rest_backfill_pages_through_the_day(spark, settings, binance_rest_serve
     assert len(requests) == 2 and requests[0]["limit"] == "1000"  # 1000 + 440
     sources = {r.source for r in read_table(spark, settings, BRONZE_CANDLES).select("source").distinct().collect()}
     assert sources == {"rest"}
+
+
+def test_silver_rows_replay_into_kafka_in_event_time_order(spark, settings):
+    from datetime import datetime
+
+    from pipelines.backtest import silver_candles
+    from pipelines.replay import replay_silver
+    from tests.binance_server import read_topic
+
+    ensure_tables(spark, settings)
+    for symbol in ("FILUSDT", "NEARUSDT"):
+        backfill_day(spark, settings, LocalArchives(SAMPLE), symbol, CRASH_DAY)
+    frame = silver_candles(spark, settings, datetime(2025, 2, 3), datetime(2025, 2, 3, 1), 0)
+    result = replay_silver(settings, frame, progress=False)
+    assert result.sent == 120 and result.per_symbol == {"FILUSDT": 60, "NEARUSDT": 60}
+    received = [c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part]
+    assert len(received) == 120 and {c["source"] for c in received} == {"replay"}
+    first = min(received, key=lambda c: (c["open_time"], c["symbol"]))
+    assert (first["symbol"], first["open_time"], first["close_time"]) == ("FILUSDT", 1738540800000, 1738540859999)
+    assert first["close"] == frame.loc[0, "close"] and isinstance(first["trades"], int)

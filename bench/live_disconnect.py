@@ -8,20 +8,17 @@ connection three times, with outages of 0, 1 and 3 seconds, and prints per cut: 
 connected again, market minutes gap-filled from REST; then candles lost and doubled in the topic (both must be 0).
 """
 
-import dataclasses
 import sys
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.live import LiveOptions, produce_live
+from pipelines.live import LiveOptions
 
 sys.path.insert(0, str(PROJECT_ROOT))  # tests/ is not an installed package
-from tests.binance_server import BinanceServer, delivery, read_topic, sample_rows, wait_for_topic_size
+from tests.binance_server import BinanceServer, delivery, live_producer, read_topic, sample_rows, wait_for_topic_size
 
 minute_s = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
 CUTS = [(60, 0.0), (160, 1.0), (300, 3.0)]  # (market minute, outage seconds)
@@ -54,26 +51,20 @@ with tempfile.TemporaryDirectory() as home:
         ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
         options = LiveOptions(stats_every_s=3600)  # production backoff: 1 s doubling to 60 s, with jitter
         with BinanceServer(sample_rows(minutes=MINUTES), minute_s=minute_s) as server:
-            live = dataclasses.replace(
-                settings, symbols=tuple(server.rows), binance_ws_url=server.ws_url, binance_rest_url=server.rest_url
-            )
-            stop = threading.Event()
-            with ThreadPoolExecutor(1) as pool:
-                future = pool.submit(produce_live, live, stop, options)
-                try:
-                    for minute, outage_s in CUTS:
-                        server.wait_minute(minute)
-                        server.drop_connections(outage_s)
-                    server.wait_minute(server.minutes + 1, timeout_s=600)
-                    wait_for_topic_size(live.kafka_bootstrap_servers, live.kafka_topic, len(server.keys()), 60)
-                finally:
-                    stop.set()
-                stats = future.result(60)
+            with live_producer(settings, server, options) as future:
+                for minute, outage_s in CUTS:
+                    server.wait_minute(minute)
+                    server.drop_connections(outage_s)
+                server.wait_minute(server.minutes + 1, timeout_s=600)
+                wait_for_topic_size(settings.kafka_bootstrap_servers, settings.kafka_topic, len(server.keys()), 60)
+            stats = future.result(60)
             reconnected = [min(t for t in server.connected_at if t > cut) for cut in server.dropped_at]
             reconnect_s = [after - cut for cut, after in zip(server.dropped_at, reconnected, strict=True)]
             base = server.base
             expected = server.keys()
-        candles = [c for part in read_topic(live.kafka_bootstrap_servers, live.kafka_topic).values() for c in part]
+        candles = [
+            c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part
+        ]
     finally:
         broker.stop()
 

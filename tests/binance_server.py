@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,9 +40,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from lakehouse.settings import PROJECT_ROOT
+from lakehouse.settings import PROJECT_ROOT, Settings
 from pipelines.archives import ArchiveFile
 from pipelines.binance_rest import KLINES_PATH, WEIGHT_HEADER
+from pipelines.live import LiveOptions, produce_live
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 MINUTE_MS = 60_000
@@ -482,3 +486,18 @@ def delivery(candles: Iterable[Mapping[str, Any]], expected: set[tuple[str, int]
         unexpected=len(counts.keys() - expected),
         sources=dict(Counter(c["source"] for c in candles)),
     )
+
+
+@contextmanager
+def live_producer(settings: Settings, server: BinanceServer, options: LiveOptions) -> Iterator[Future]:
+    """The producer in a thread, pointed at the server; stopped on exit (its counters are the future's result)."""
+    live = dataclasses.replace(
+        settings, symbols=tuple(server.rows), binance_ws_url=server.ws_url, binance_rest_url=server.rest_url
+    )
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(produce_live, live, stop, options)
+        try:
+            yield future
+        finally:
+            stop.set()

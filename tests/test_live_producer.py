@@ -10,18 +10,23 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future
 
 import pytest
 
 from lakehouse.settings import PROJECT_ROOT, Settings
 from pipelines.binance_rest import BinanceRest, backoff_delay, interval_ms, kline_aligned, weight_pause
-from pipelines.live import LiveOptions, MalformedMessage, parse_message, produce_live, stream_url
-from tests.binance_server import BinanceServer, delivery, kline_event, read_topic, sample_rows, wait_for_topic_size
+from pipelines.live import LiveOptions, MalformedMessage, parse_message, stream_url
+from tests.binance_server import (
+    BinanceServer,
+    delivery,
+    kline_event,
+    live_producer,
+    read_topic,
+    sample_rows,
+    wait_for_topic_size,
+)
 
 FAST = LiveOptions(backoff_initial_s=0.05, backoff_max_s=0.5, recv_timeout_s=0.2, stale_after_s=5, stats_every_s=1)
 ROW = sample_rows(("FILUSDT",), minutes=1)["FILUSDT"][0]
@@ -94,21 +99,6 @@ def test_intervals():
 # -- against the loopback Binance and the real broker ----------------------------------------------------------
 
 
-@contextmanager
-def live_producer(settings: Settings, server: BinanceServer, options: LiveOptions = FAST) -> Iterator[Future]:
-    """The producer in a thread, pointed at the server; stopped (and its counters returned) on exit."""
-    live = dataclasses.replace(
-        settings, symbols=tuple(server.rows), binance_ws_url=server.ws_url, binance_rest_url=server.rest_url
-    )
-    stop = threading.Event()
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(produce_live, live, stop, options)
-        try:
-            yield future
-        finally:
-            stop.set()
-
-
 def run_to_the_end(settings: Settings, server: BinanceServer, future: Future) -> None:
     """Wait for the last close, and for the topic to hold as many candles as the server served."""
     server.wait_minute(server.minutes + 1)
@@ -133,7 +123,7 @@ def assert_exactly_the_closed_candles(settings: Settings, server: BinanceServer)
 @pytest.mark.integration
 def test_publishes_each_closed_candle_once(settings):
     with BinanceServer(sample_rows(minutes=60), ping_interval_s=0.1) as server:
-        with live_producer(settings, server) as future:
+        with live_producer(settings, server, FAST) as future:
             run_to_the_end(settings, server, future)
         stats = future.result(30)
         pongs = server.pongs
@@ -147,7 +137,7 @@ def test_publishes_each_closed_candle_once(settings):
 @pytest.mark.integration
 def test_forced_disconnect_is_gap_filled_from_rest_without_loss_or_doubles(settings):
     with BinanceServer(sample_rows(minutes=150)) as server:
-        with live_producer(settings, server) as future:
+        with live_producer(settings, server, FAST) as future:
             server.wait_minute(40)
             server.rate_limit(times=1, retry_after_s=1)  # the gap fill's first request is told to wait
             assert server.drop_connections(outage_s=0.6) == 1  # about 20 market minutes with no connection
@@ -167,7 +157,7 @@ def test_forced_disconnect_is_gap_filled_from_rest_without_loss_or_doubles(setti
 @pytest.mark.integration
 def test_a_gap_rest_cannot_fill_is_counted_and_the_stream_goes_on(settings):
     with BinanceServer(sample_rows(minutes=100)) as server:
-        with live_producer(settings, server) as future:
+        with live_producer(settings, server, FAST) as future:
             server.wait_minute(30)
             server.rate_limit(times=2, retry_after_s=3600)  # an IP ban: longer than the client will wait
             server.drop_connections(outage_s=0.3)
@@ -182,7 +172,7 @@ def test_a_gap_rest_cannot_fill_is_counted_and_the_stream_goes_on(settings):
 @pytest.mark.integration
 def test_malformed_messages_are_counted_and_the_stream_goes_on(settings):
     with BinanceServer(sample_rows(minutes=80)) as server:
-        with live_producer(settings, server) as future:
+        with live_producer(settings, server, FAST) as future:
             server.wait_minute(20)
             for raw in [*MALFORMED, '{"result": null, "id": 7}']:
                 assert server.inject(raw) == 1

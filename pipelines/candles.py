@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -72,11 +72,6 @@ def from_ws_kline(event: Mapping[str, Any], received_at: int | None = None) -> d
 def encode(candle: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """Kafka (key, value) for a candle message."""
     return str(candle["symbol"]).encode(), json.dumps(candle, separators=(",", ":")).encode()
-
-
-def sort_for_replay(candles: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Event-time order across symbols (ties broken by symbol, so replays are deterministic)."""
-    return sorted(candles, key=lambda c: (c["open_time"], c["symbol"]))
 
 
 def from_frame(frame: pd.DataFrame, source: str) -> Iterator[dict[str, Any]]:

@@ -160,7 +160,7 @@ def _checked_order(candles: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str
         if previous is not None and key < previous:
             raise ValueError(
                 f"candles out of event-time order: {key} after {previous}; "
-                "sort by (open_time, symbol) first (candles.sort_for_replay, or ORDER BY open_time, symbol)"
+                "sort by (open_time, symbol) first (e.g. ORDER BY open_time, symbol)"
             )
         previous = key
         yield candle

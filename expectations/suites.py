@@ -10,6 +10,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame
 
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
+from pipelines.detection import POSITIVE_COLUMNS
 
 
 def silver_candles_suite() -> gx.ExpectationSuite:
@@ -33,7 +34,6 @@ def silver_candles_suite() -> gx.ExpectationSuite:
 
 def thresholds_suite(min_train_rows: int) -> gx.ExpectationSuite:
     """Usable thresholds: no zero or NaN statistic, enough training rows, one row per (version, symbol)."""
-    scales = [c for c in GOLD_THRESHOLDS.columns if c.endswith("_scale") or c.endswith("_limit")]
     return gx.ExpectationSuite(
         name="gold_thresholds",
         expectations=[
@@ -41,7 +41,7 @@ def thresholds_suite(min_train_rows: int) -> gx.ExpectationSuite:
             # Spark orders NaN above every number: the upper bound is what rejects a NaN statistic.
             *[
                 gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=1e300)
-                for c in scales
+                for c in POSITIVE_COLUMNS
             ],
             gxe.ExpectColumnValuesToBeBetween(column="train_rows", min_value=min_train_rows),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=list(GOLD_THRESHOLDS.keys)),

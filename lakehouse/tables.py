@@ -125,11 +125,12 @@ GOLD_THRESHOLDS = Table(
         version long not null, symbol string not null,
         ret_center double not null, ret_scale double not null,
         range_center double not null, range_scale double not null,
-        volume_center double not null, volume_scale double not null,
+        volume_center double not null, volume_scale double not null, trades_center double not null,
         win_ret_std_limit double not null, win_max_range_limit double not null,
         win_mean_volume_limit double not null,
         k double not null, k_range double not null, robust boolean not null, window_minutes int not null,
         vol_minutes int not null, vol_floor double not null, vol_cap double not null,
+        activity_free double not null, activity_cap double not null,
         train_start timestamp not null, train_end timestamp not null, train_rows long not null,
         trained_at timestamp not null, trained_by string not null
         """

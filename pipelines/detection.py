@@ -18,11 +18,17 @@ Better-than-textbook z-scores, chosen by the backtest numbers (docs/detection.md
   A crash in the training period moves a median of hourly values little, and unlike the median absolute deviation
   of single candles it does not collapse on coarse tick sizes, where most 1-minute returns and ranges are 0 or one
   tick.
-- A volatility ratio that follows the market within bounds: v = current / typical volatility, clipped to
-  [vol_floor, vol_cap]. z_ret = (ret - ret_center) / (ret_scale * v); z_range = (range - range_center * v) /
-  (range_scale * v). A dead quiet hour cannot turn noise into an anomaly (floor), and a busy hour raises the bar
-  only so far (cap): a strongly adaptive bar hides planted shocks in busy hours without removing the genuine
-  moves of calm months, which mostly come out of ordinary hours.
+- A spread factor s that follows the market within bounds: z_ret = (ret - ret_center) / (ret_scale * s),
+  z_range = (range - range_center * s) / (range_scale * s), with s = max(v, a):
+  - volatility ratio v = current / typical volatility, clipped to [vol_floor, vol_cap]. A dead quiet hour cannot
+    turn noise into an anomaly (floor), and a busy hour raises the bar only so far (cap): a strongly adaptive bar
+    hides planted shocks in busy hours without removing the genuine moves of calm months, which mostly come out
+    of ordinary hours.
+  - activity ratio a = sqrt(trades / (activity_free * trades_center)), clipped to [1, activity_cap]. A minute's
+    trades are the market's clock (the variance of a return grows with the number of trades that made it), so a
+    move made by a burst of trading is less surprising than the same move on ordinary activity. Minutes with up
+    to `activity_free` times the typical trade count are scored as usual; busier ones need a bigger move, never
+    more than `activity_cap` times bigger, so crashes (moves of tens of sigmas) stay HIGH.
 - Separate k for the range: a large move always has a large range, so the range vote adds information only with a
   bar of its own.
 """
@@ -42,22 +48,26 @@ FEATURES = ["ret", "log_ret", "range", "log_volume"]
 WINDOW_STATS = ["win_ret_std", "win_max_range", "win_mean_volume"]
 THRESHOLD_COLUMNS = [
     "ret_center", "ret_scale", "range_center", "range_scale", "volume_center", "volume_scale",
-    "win_ret_std_limit", "win_max_range_limit", "win_mean_volume_limit",
+    "trades_center", "win_ret_std_limit", "win_max_range_limit", "win_mean_volume_limit",
 ]  # fmt: skip
+# Statistics that must be positive for a threshold set to be usable (with every THRESHOLD_COLUMNS known).
+POSITIVE_COLUMNS = [c for c in THRESHOLD_COLUMNS if c.endswith(("_scale", "_limit")) or c == "trades_center"]
 CONFIDENCE = {0: None, 1: "LOW", 2: "MEDIUM", 3: "HIGH"}
 CONFIRM_VOTES = 2
 
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    k: float = 3.5  # the price move (and the volume, which does not vote) flags when |z| > k
-    k_range: float = 5.5  # the range flags when its z > k_range
+    k: float = 3.3  # the price move (and the volume, which does not vote) flags when |z| > k
+    k_range: float = 4.5  # the range flags when its z > k_range
     window_minutes: int = 60  # trailing window of stream 2
     window_quantile: float = 0.999  # window limits: this quantile of the trained window-statistic distribution
     robust: bool = True  # typical (median) hourly volatility and medians; False: mean and std of single candles
     vol_minutes: int = 60  # trailing minutes that measure the current volatility (0: trained scales only)
     vol_floor: float = 1.0  # the volatility ratio never drops below this ...
     vol_cap: float = 1.5  # ... nor rises above this
+    activity_free: float = 2.0  # up to this many times the typical trades a minute is scored as usual ...
+    activity_cap: float = 2.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
     min_train_rows: int = 1440  # fewer training candles than this is not a threshold set worth trusting
 
     @property
@@ -145,6 +155,7 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
                 "range_scale": _median(group["range_std"]),
                 "volume_center": volume_center,
                 "volume_scale": float(1.4826 * (group["log_volume"] - volume_center).abs().median()),
+                "trades_center": float(group["trades"].median()),
             }
         else:
             scales = {
@@ -154,6 +165,7 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
                 "range_scale": float(group["range"].std(ddof=0)),
                 "volume_center": float(group["log_volume"].mean()),
                 "volume_scale": float(group["log_volume"].std(ddof=0)),
+                "trades_center": float(group["trades"].mean()),
             }
         limits = {
             f"{stat}_limit": float(complete[stat].quantile(config.window_quantile)) if len(complete) else np.nan
@@ -180,9 +192,7 @@ def _median(values: pd.Series) -> float:
 
 def degenerate(thresholds: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     """Threshold rows that must not be used, with the reason: zero/NaN scales or limits, too few rows."""
-    numbers = thresholds[THRESHOLD_COLUMNS]
-    scales = thresholds[[c for c in THRESHOLD_COLUMNS if c.endswith("_scale")]]
-    bad_value = numbers.isna().any(axis=1) | (scales <= 0).any(axis=1)
+    bad_value = thresholds[THRESHOLD_COLUMNS].isna().any(axis=1) | (thresholds[POSITIVE_COLUMNS] <= 0).any(axis=1)
     few_rows = thresholds["train_rows"] < config.min_train_rows
     reasons = np.where(bad_value, "zero or NaN statistic", np.where(few_rows, "too few training rows", ""))
     return thresholds.assign(reason=reasons)[bad_value | few_rows]
@@ -197,6 +207,13 @@ def _volatility_ratio(frame: pd.DataFrame, ret_scale: pd.Series, config: Detecti
     return (current / ret_scale).fillna(1.0).clip(config.vol_floor, config.vol_cap)
 
 
+def _activity_ratio(frame: pd.DataFrame, trades_center: pd.Series, config: DetectionConfig) -> pd.Series:
+    """sqrt(trades / (activity_free * typical trades)), clipped to [1, activity_cap]; 1 without a typical count
+    (thresholds trained before it was kept)."""
+    ratio = np.sqrt(frame["trades"] / (config.activity_free * trades_center))
+    return ratio.fillna(1.0).clip(1.0, config.activity_cap)
+
+
 def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     """Scores every candle of `candles` (history included; callers keep the rows they want).
 
@@ -207,9 +224,11 @@ def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConf
     frame = window_stats(features(candles), config.window_minutes)
     t = frame[["symbol"]].merge(thresholds, on="symbol", how="left")
 
-    ratio = _volatility_ratio(frame, t["ret_scale"], config)
-    frame["z_ret"] = (frame["ret"] - t["ret_center"]) / (t["ret_scale"] * ratio)
-    frame["z_range"] = (frame["range"] - t["range_center"] * ratio) / (t["range_scale"] * ratio)
+    spread = np.maximum(
+        _volatility_ratio(frame, t["ret_scale"], config), _activity_ratio(frame, t["trades_center"], config)
+    )
+    frame["z_ret"] = (frame["ret"] - t["ret_center"]) / (t["ret_scale"] * spread)
+    frame["z_range"] = (frame["range"] - t["range_center"] * spread) / (t["range_scale"] * spread)
     frame["z_volume"] = (frame["log_volume"] - t["volume_center"]) / t["volume_scale"]
 
     has = t["ret_scale"].notna()
@@ -232,7 +251,7 @@ def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConf
 
 
 def _reasons(frame: pd.DataFrame, t: pd.DataFrame, config: DetectionConfig) -> pd.Series:
-    """Each flag in words, e.g. "price move z=+7.2 (|z|>3.5)"; "no thresholds" when the symbol has none."""
+    """Each flag in words, e.g. "price move z=+7.2 (|z|>3.3)"; "no thresholds" when the symbol has none."""
     reasons = pd.Series("", index=frame.index).where(t["ret_scale"].notna(), "no thresholds")
     flags = ["flag_price", "flag_range", "flag_volume", "flag_window"]
     flagged = frame.loc[frame[flags].any(axis=1)]  # words only where needed: formatting is the slow part

@@ -82,6 +82,8 @@ def thresholds_rows(
         vol_minutes=int(config.vol_minutes),
         vol_floor=float(config.vol_floor),
         vol_cap=float(config.vol_cap),
+        activity_free=float(config.activity_free),
+        activity_cap=float(config.activity_cap),
         trained_at=trained_at.replace(tzinfo=None),
         trained_by=trained_by,
     )
@@ -111,7 +113,8 @@ def train_thresholds(
     check = validate(frame, thresholds_suite(config.min_train_rows))
     if not check.success:
         raise ThresholdsRejectedError(f"thresholds v{version} failed their contract: {check.summary()}")
-    frame.write.format("delta").mode("append").save(GOLD_THRESHOLDS.location(settings))
+    # mergeSchema: a table written before a statistic was added gets the new column (NULL in its old versions).
+    frame.write.format("delta").mode("append").option("mergeSchema", "true").save(GOLD_THRESHOLDS.location(settings))
     return TrainingResult(version, rows, rejected[["symbol", "reason"]], export_json(settings, rows))
 
 

@@ -28,7 +28,9 @@ from tests.conftest import SAMPLE
 T0 = pd.Timestamp("2024-01-01 00:00")
 
 
-def candles(symbol: str, minutes: list[int], opens, closes, highs=None, lows=None, volumes=None) -> pd.DataFrame:
+def candles(
+    symbol: str, minutes: list[int], opens, closes, highs=None, lows=None, volumes=None, trades=1
+) -> pd.DataFrame:
     """Hand-made 1-minute candles at the given minutes after T0."""
     opens, closes = np.asarray(opens, float), np.asarray(closes, float)
     highs = np.maximum(opens, closes) if highs is None else np.asarray(highs, float)
@@ -46,7 +48,7 @@ def candles(symbol: str, minutes: list[int], opens, closes, highs=None, lows=Non
             "close": closes,
             "volume": volumes,
             "quote_volume": volumes * closes,
-            "trades": 1,
+            "trades": trades,
             "taker_buy_volume": volumes / 2,
             "taker_buy_quote_volume": volumes * closes / 2,
         }
@@ -129,6 +131,7 @@ def hand_thresholds(symbol: str = "X", window_limit: float = 1.0) -> pd.DataFram
                 "range_scale": 0.0005,
                 "volume_center": math.log1p(10.0),
                 "volume_scale": 1.0,
+                "trades_center": 1.0,
                 "win_ret_std_limit": window_limit,
                 "win_max_range_limit": window_limit,
                 "win_mean_volume_limit": 1e12,
@@ -197,6 +200,18 @@ def test_volatility_ratio_is_bounded_by_floor_and_cap():
     assert out["flag_price"].iloc[-2:].tolist() == [False, True]
     uncapped = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=60, vol_cap=100))
     assert not uncapped["flag_price"].iloc[-1]
+
+
+def test_activity_ratio_raises_the_bar_for_moves_made_by_a_burst_of_trading():
+    # The same 0.5% move (z=5 on typical activity, k=4) made by 1, 2, 8 and 50 times the typical trades: up to
+    # activity_free=2 times it scores as usual, 8 times halves it (sqrt(8/2)), and the cap keeps 50 times at half.
+    trades = [1, 1, 1, 2, 8, 50]
+    frame = candles("X", list(range(6)), [100.0] * 6, [100.0, 100.0, 100.0, 100.5, 100.5, 100.5], trades=trades)
+    out = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0))
+    assert out["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 2.5, 2.5])
+    assert out["flag_price"].iloc[3:].tolist() == [True, False, False]
+    off = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0, activity_cap=1.0))
+    assert off["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 5.0, 5.0])
 
 
 def test_scoring_in_chunks_with_history_context_equals_scoring_at_once():

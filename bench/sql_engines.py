@@ -83,12 +83,12 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def measure(settings: Settings, engine: str) -> dict[str, float]:
-    from lakehouse.services.superset import Superset, load_content
+    from lakehouse.services.superset import Superset, provisioning
 
     superset = Superset(dataclasses.replace(settings, superset_engine=engine))
     timings = superset.start()
     api = superset.api()
-    content = load_content()
+    content = provisioning().load_content()
     charts = {c["slice_name"]: c["id"] for c in api.call("GET", "chart/?q=(page_size:100)")["result"]}
 
     def chart_data(chart_id: int) -> None:

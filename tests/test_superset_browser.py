@@ -1,7 +1,9 @@
 """Superset on real gold tables, provisioned as code, checked in headless Chromium (Debian's /usr/bin/chromium).
 
 Logs in, opens every provisioned dashboard, waits for the charts, asserts each rendered data (no error box, a canvas
-or table rows) and saves screenshots to test-artifacts/superset/. Also: the connection is read-only.
+or table rows, a non-empty query result), that the symbol filter narrows the drill-down charts to one symbol, and
+saves screenshots to test-artifacts/superset/. Also: the connection is read-only, and the admin password follows
+SUPERSET_ADMIN_PASSWORD at every start.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import free_port
-from lakehouse.services.superset import VENV, Api, Superset, duckdb_extension_dir, load_content
+from lakehouse.services.superset import ADMIN, VENV, Superset, database_uri, provisioning
 from lakehouse.settings import PROJECT_ROOT, Settings
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "superset"
+load_content = provisioning().load_content
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +74,12 @@ def test_connection_is_read_only(superset: Superset) -> None:
             api.call("POST", "sqllab/execute/", {"database_id": db, "sql": statement})
     # And below Superset: the engine itself refuses writes on the catalog it opens read-only.
     probe = (
-        "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True, config={'extension_directory': "
-        "sys.argv[2], 'autoinstall_known_extensions': False}); con.execute('DROP VIEW gold.scores')"
+        "import duckdb, duckdb_ext, pathlib, sys; extensions = pathlib.Path(duckdb_ext.__file__).parent / 'extensions';"
+        " con = duckdb.connect(sys.argv[1], read_only=True, config={'extension_directory': str(extensions),"
+        " 'autoinstall_known_extensions': False}); con.execute('DROP VIEW gold.scores')"
     )
     out = subprocess.run(
-        [str(VENV / "bin" / "python"), "-c", probe, str(superset.catalog), duckdb_extension_dir()],
+        [str(VENV / "bin" / "python"), "-c", probe, str(superset.catalog)],
         capture_output=True,
         text=True,
         check=False,
@@ -82,17 +87,35 @@ def test_connection_is_read_only(superset: Superset) -> None:
     assert out.returncode != 0 and "read-only" in out.stderr
 
 
-def test_dashboards_render_in_chromium(superset: Superset) -> None:
+def sql(superset: Superset, query: str) -> list[dict]:
+    """Rows of a query run through SQL Lab on the dashboards' connection."""
+    api = superset.api()
+    db = api.find("database", database_name="marketlake")
+    return api.call("POST", "sqllab/execute/", {"database_id": db, "sql": query})["data"]
+
+
+def open_dashboards(superset: Superset, slugs: list[str]) -> dict[int, dict]:
+    """Open each dashboard in headless Chromium, wait for its charts, screenshot it, demand that every chart
+    rendered data; returns the chart-data answer the browser received, by chart id."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (make chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    slugs = list(load_content()["dashboards"])
+    answers: dict[int, dict] = {}
+
+    def keep_chart_data(response) -> None:
+        if "/api/v1/chart/data" not in response.url or not response.ok:
+            return
+        request = json.loads(response.request.post_data)
+        if "slice_id" in request["form_data"]:  # a chart's, not the filter's own list of values
+            answers[request["form_data"]["slice_id"]] = {"query": request["queries"][0]} | response.json()
+
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 2000})
+        page.on("response", keep_chart_data)
         page.goto(f"{superset.url}/login/")
-        page.fill("input#username", "admin")
+        page.fill("input#username", ADMIN)
         page.fill("input#password", superset.admin_password())
         page.keyboard.press("Enter")
         page.wait_for_url("**/superset/welcome/**", timeout=60_000)
@@ -116,13 +139,54 @@ def test_dashboards_render_in_chromium(superset: Superset) -> None:
                 f"{slug}: a chart shows no data or an error (see {ARTIFACTS / slug}.png)"
             )
         browser.close()
+    return answers
+
+
+def test_dashboards_render_in_chromium(superset: Superset) -> None:
+    content = load_content()
+    api = superset.api()
+    charts = {key: api.find("chart", slice_name=chart["title"]) for key, chart in content["charts"].items()}
+    answers = open_dashboards(superset, list(content["dashboards"]))
+    assert set(answers) == set(charts.values()), "every chart asked for its data"
+    assert all(answers[c]["result"][0]["rowcount"] > 0 for c in charts.values()), "a chart's query returned no rows"
+
+    # Anomalies over time: one bar per day with anomalies, not hairlines on a 2022-2025 time axis.
+    days = sql(superset, "SELECT COUNT(DISTINCT open_date) AS n FROM gold.anomalies")[0]["n"]
+    assert answers[charts["anomalies_over_time"]]["result"][0]["rowcount"] == days > 1
+
+    # Symbol drill-down: the filter's default (the first symbol) reaches both charts' queries, and their rows
+    # are that symbol's hours only: without the filter they would span every symbol's hours.
+    symbols = [r["symbol"] for r in sql(superset, "SELECT DISTINCT symbol FROM gold.scores ORDER BY symbol")]
+    hours = sql(
+        superset,
+        f"SELECT COUNT(DISTINCT date_trunc('hour', open_time)) AS n FROM gold.scores WHERE symbol = '{symbols[0]}'",
+    )[0]["n"]
+    all_hours = sql(superset, "SELECT COUNT(DISTINCT date_trunc('hour', open_time)) AS n FROM gold.scores")[0]["n"]
+    assert len(symbols) > 1 and hours < all_hours
+    for key in ("price_markers", "window_volatility"):
+        answer = answers[charts[key]]
+        assert {"col": "symbol", "op": "IN", "val": [symbols[0]]} in answer["query"]["filters"], key
+        assert answer["result"][0]["rowcount"] == hours, f"{key} is not narrowed to {symbols[0]}"
+
+
+def test_admin_password_follows_the_environment(superset: Superset, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = provisioning().Api
+    old = superset.admin_password()
+    with monkeypatch.context() as env:
+        env.setenv("SUPERSET_ADMIN_PASSWORD", "changed-after-first-start-" + old[:8])
+        superset.start()  # already running: initialises and provisions again
+        api.login(superset.url, ADMIN, superset.admin_password())
+        with pytest.raises(requests.HTTPError):
+            api.login(superset.url, ADMIN, old)
+    superset.initialise()  # back to the stored password for the other tests
+    api.login(superset.url, ADMIN, old)
 
 
 def test_engine_setting_switches_the_connection(superset: Superset) -> None:
-    from lakehouse.services.superset import database_payload
-
-    spark_db = database_payload("spark", dataclasses.replace(superset.settings, sql_port=10999), superset.catalog)
-    assert spark_db["sqlalchemy_uri"] == "hive://superset@127.0.0.1:10999/default" and not spark_db["allow_dml"]
-    duck = json.loads(database_payload("duckdb", superset.settings, superset.catalog)["extra"])
-    assert duck["engine_params"]["connect_args"]["read_only"] is True
-    assert isinstance(Api, type)
+    spark = database_uri("spark", dataclasses.replace(superset.settings, sql_port=10999), superset.catalog)
+    assert spark == "hive://superset@127.0.0.1:10999/default"
+    assert not provisioning().database_payload(spark)["allow_dml"]
+    api = superset.api()
+    db = api.call("GET", f"database/{api.find('database', database_name='marketlake')}/connection")["result"]
+    assert db["sqlalchemy_uri"] == database_uri("duckdb", superset.settings, superset.catalog) and not db["allow_dml"]
+    assert json.loads(db["extra"])["engine_params"]["connect_args"]["read_only"] is True

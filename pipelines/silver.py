@@ -6,6 +6,7 @@ silver.quarantine with every reason it failed, in words.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from pyspark.sql import Column, DataFrame
@@ -26,10 +27,18 @@ SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
 
 def parse(bronze: DataFrame) -> DataFrame:
     """bronze rows -> typed candle columns plus `reason` (null when the record is a valid candle)."""
+    text, columns = _parse_columns()
+    return bronze.select("*", text).select(*columns)
+
+
+@functools.cache
+def _parse_columns() -> tuple[Column, list[Column | str]]:
+    """The parsing expressions, built once: building them is thousands of calls into the JVM (~1 s), which every
+    micro-batch of the stream would pay again. They refer to columns by name only, so any bronze frame can use them.
+    """
     small = F.length("value") <= MAX_RECORD_BYTES
     is_object = small & F.expr("try_parse_json(value)").isNotNull() & F.col("value").rlike(r"^\s*\{")
     text = F.when(is_object, F.from_json("value", _AS_TEXT)).alias("j")
-    raw = bronze.select("*", text)
 
     typed = {name: F.col(f"j.{name}").try_cast("double") for name in DOUBLES}
     typed |= {name: F.col(f"j.{name}").try_cast("long") for name in LONGS}
@@ -72,7 +81,7 @@ def parse(bronze: DataFrame) -> DataFrame:
     def ts(ms: Column) -> Column:
         return F.timestamp_millis(ms)
 
-    return raw.select(
+    return text, [
         typed["symbol"].alias("symbol"),
         ts(typed["open_time"]).alias("open_time"),
         ts(typed["close_time"]).alias("close_time"),
@@ -89,7 +98,7 @@ def parse(bronze: DataFrame) -> DataFrame:
         "ingested_at",
         F.to_date(ts(typed["open_time"])).alias("open_date"),
         F.when(reason != "", reason).alias("reason"),
-    )
+    ]
 
 
 def valid_candles(parsed: DataFrame) -> DataFrame:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -32,6 +33,7 @@ from pipelines.bronze import kafka_to_bronze
 from pipelines.detection import CANDLE_COLUMNS, DetectionConfig, score
 from pipelines.gold import score_rows
 from pipelines.silver import parse, quarantined
+from pipelines.stream_context import SilverTail
 from pipelines.training import detection_config, latest_thresholds
 
 log = logging.getLogger(__name__)
@@ -55,17 +57,19 @@ def append_once(frame: DataFrame, settings: Settings, table: Table, app_id: str,
 
 
 def _stored(
-    spark: SparkSession, settings: Settings, table: Table, candles: pd.DataFrame, before_minutes: int = 0
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    symbols: list[str],
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+    columns: list[str],
 ) -> pd.DataFrame:
-    """The table's rows for the symbols of `candles`, from `before_minutes` before their first open_time to
-    their last (partition-pruned on open_date): the context and the keys already stored, in one read."""
-    first = candles["open_time"].min() - pd.Timedelta(minutes=before_minutes)
-    last = candles["open_time"].max()
-    columns = CANDLE_COLUMNS if table is SILVER_CANDLES else ["symbol", "open_time"]
+    """The table's rows of `symbols` with open_time from first to last (partition-pruned on open_date)."""
     return (
         read_table(spark, settings, table)
         .filter(F.col("open_date").between(first.date(), last.date()))
-        .filter(F.col("symbol").isin(sorted(candles["symbol"].unique())))
+        .filter(F.col("symbol").isin(symbols))
         .filter(F.col("open_time").between(first.to_pydatetime(), last.to_pydatetime()))
         .select(*columns)
         .toPandas()
@@ -100,6 +104,15 @@ class BatchResult:
     anomalies: int
     thresholds_versions: tuple[int, ...]
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[step] = self.steps.get(step, 0.0) + time.perf_counter() - started
 
 
 class ThresholdsReader:
@@ -117,81 +130,139 @@ class ThresholdsReader:
         return self.frame
 
 
+class QueryState:
+    """What a streaming query keeps between its micro-batches; a new query (a restart) starts from scratch."""
+
+    def __init__(self, config: DetectionConfig) -> None:
+        self.thresholds = ThresholdsReader()
+        # Twice the context a batch needs: candles up to history_minutes late are still served from memory.
+        self.tail = SilverTail(behind_minutes=2 * config.history_minutes)
+
+
 def process_batch(
     spark: SparkSession,
     settings: Settings,
     records: DataFrame,
     batch_id: int,
     app_id: str = APP_ID,
-    thresholds: ThresholdsReader | None = None,
+    state: QueryState | None = None,
 ) -> BatchResult:
     """One micro-batch of Kafka records (Kafka source schema) through bronze, silver, quarantine and gold.
 
     `app_id` names the writer for Delta's idempotent appends: the stream passes its query id, which lives in
     its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped.
-    Bronze and quarantine are written on a second thread while silver and gold are computed: both finish before
-    the batch returns (and its offsets commit), but the gold row does not wait for the raw copy."""
+    Gold is written first, as it is what readers wait for; then bronze, quarantine and silver. All are committed
+    before the batch returns (and its offsets commit)."""
     started = time.perf_counter()
     config = detection_config(settings)
-    thresholds = thresholds or ThresholdsReader()
-    bronze = kafka_to_bronze(records).cache()
-    parsed = parse(bronze).cache()
-    checked = parsed.select(*SILVER_CANDLES.columns, "reason").toPandas()
-    bad = int(checked["reason"].notna().sum())
-    result = BatchResult(batch_id, len(checked), bad, 0, 0, 0, ())
-
-    def write_raw() -> None:
-        append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
-        if bad:
-            append_once(quarantined(parsed), settings, SILVER_QUARANTINE, app_id, batch_id)
-
-    with ThreadPoolExecutor(max_workers=1) as raw_writer:
-        raw = raw_writer.submit(write_raw)
-        try:
-            # Earliest Kafka copy of each candle in the batch wins; latency is measured from its Kafka time.
-            valid = (
-                checked[checked["reason"].isna()]
-                .drop(columns="reason")
-                .sort_values("kafka_timestamp", kind="stable")
-                .drop_duplicates(["symbol", "open_time"], keep="first")
-            )
-            if not valid.empty:
-                _silver_and_gold(spark, settings, valid, batch_id, app_id, thresholds, config, result)
-            raw.result()
-        finally:
-            parsed.unpersist()
-            bronze.unpersist()
-            result.seconds = time.perf_counter() - started
+    state = state or QueryState(config)
+    result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
+    with result.timed("collect"):
+        bronze = kafka_to_bronze(records).cache()
+        parsed = parse(bronze).cache()
+        checked = parsed.select(*SILVER_CANDLES.columns, "reason").toPandas()
+    result.records, result.quarantined = len(checked), int(checked["reason"].notna().sum())
+    try:
+        # Earliest Kafka copy of each candle in the batch wins; latency is measured from its Kafka time.
+        valid = (
+            checked[checked["reason"].isna()]
+            .drop(columns="reason")
+            .sort_values("kafka_timestamp", kind="stable")
+            .drop_duplicates(["symbol", "open_time"], keep="first")
+        )
+        new_in_silver = _gold(spark, settings, valid, batch_id, app_id, state, config, result) if len(valid) else valid
+        _copies(spark, settings, bronze, parsed, new_in_silver, batch_id, app_id, state.tail, result)
+        if len(valid):
+            state.tail.trim(valid)
+    finally:
+        parsed.unpersist()
+        bronze.unpersist()
+        result.seconds = time.perf_counter() - started
     return result
 
 
-def _silver_and_gold(
+def _gold(
     spark: SparkSession,
     settings: Settings,
     valid: pd.DataFrame,
     batch_id: int,
     app_id: str,
-    thresholds: ThresholdsReader,
+    state: QueryState,
     config: DetectionConfig,
     result: BatchResult,
-) -> None:
-    silver = _stored(spark, settings, SILVER_CANDLES, valid, before_minutes=config.history_minutes)
-    new_in_silver = _absent(valid, silver)
-    if not new_in_silver.empty:
-        append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
+) -> pd.DataFrame:
+    """Score the batch's candles that gold lacks and append them; returns the candles that silver lacks."""
+    with result.timed("context"):
+        context = _context(spark, settings, state.tail, valid, config.history_minutes)
+    new_in_silver = _absent(valid, context)
     result.new_candles = len(new_in_silver)
-    # Candles new to silver cannot be in gold yet; only the others (duplicates, a batch re-run after a crash
-    # between the silver and the gold commit) are looked up in gold.
+    # Candles new to silver are not in gold either, except when this very batch crashed after its gold commit:
+    # then its gold append is skipped whole (same txnVersion). The other candles (duplicates, a batch re-run after
+    # a crash after its silver commit) are looked up in gold.
     seen = _absent(valid, new_in_silver)
     if not seen.empty:
-        seen = _absent(seen, _stored(spark, settings, GOLD_SCORES, seen))
+        with result.timed("gold_read"):
+            symbols = sorted(seen["symbol"].unique())
+            first, last = seen["open_time"].min(), seen["open_time"].max()
+            seen = _absent(seen, _stored(spark, settings, GOLD_SCORES, symbols, first, last, ["symbol", "open_time"]))
     to_score = pd.concat([new_in_silver, seen])
     if to_score.empty:
-        return
-    gold = score_new(silver, to_score, thresholds(spark, settings), config)
-    append_once(_to_spark(spark, gold, GOLD_SCORES), settings, GOLD_SCORES, app_id, batch_id)
+        return new_in_silver
+    with result.timed("thresholds"):
+        thresholds = state.thresholds(spark, settings)
+    with result.timed("score"):
+        gold = score_new(context, to_score, thresholds, config)
+    with result.timed("gold_write"):
+        append_once(_to_spark(spark, gold, GOLD_SCORES), settings, GOLD_SCORES, app_id, batch_id)
     result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
     result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
+    return new_in_silver
+
+
+def _context(
+    spark: SparkSession, settings: Settings, tail: SilverTail, valid: pd.DataFrame, history_minutes: int
+) -> pd.DataFrame:
+    """Silver's candles of the batch's symbols from `history_minutes` before its first candle to its last: the
+    detection context and the keys silver holds. From the tail, once silver was read for what it lacks."""
+    version = log_version(spark, settings, SILVER_CANDLES)
+    if version != tail.version:  # the first batch, or someone else committed to silver
+        tail.clear(version)
+    bounds = valid.groupby("symbol")["open_time"].agg(first="min", last="max")
+    bounds["first"] -= pd.Timedelta(minutes=history_minutes)
+    missing = tail.uncovered(bounds)
+    if missing:  # one read for all of them; it covers each from the earliest first to the latest last
+        first, last = bounds.loc[missing, "first"].min(), bounds.loc[missing, "last"].max()
+        stored = _stored(spark, settings, SILVER_CANDLES, missing, *tail.seed_window(first, last), CANDLE_COLUMNS)
+        tail.seed(stored, missing, first, last)
+    return tail.between(bounds.index, bounds["first"].min(), bounds["last"].max())
+
+
+def _copies(
+    spark: SparkSession,
+    settings: Settings,
+    bronze: DataFrame,
+    parsed: DataFrame,
+    new_in_silver: pd.DataFrame,
+    batch_id: int,
+    app_id: str,
+    tail: SilverTail,
+    result: BatchResult,
+) -> None:
+    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting."""
+
+    def write_raw() -> None:
+        with result.timed("bronze_write"):
+            append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
+            if result.quarantined:
+                append_once(quarantined(parsed), settings, SILVER_QUARANTINE, app_id, batch_id)
+
+    with ThreadPoolExecutor(max_workers=1) as raw_writer:
+        raw = raw_writer.submit(write_raw)
+        if not new_in_silver.empty:
+            with result.timed("silver_write"):
+                append_once(_to_spark(spark, new_in_silver, SILVER_CANDLES), settings, SILVER_CANDLES, app_id, batch_id)
+            tail.committed(new_in_silver, log_version(spark, settings, SILVER_CANDLES))
+        raw.result()
 
 
 def _to_spark(spark: SparkSession, frame: pd.DataFrame, table: Table) -> DataFrame:
@@ -207,6 +278,9 @@ def kafka_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigge
         .option("startingOffsets", "earliest")
         # Offsets that vanished (retention, topic re-created) stop the query instead of being skipped.
         .option("failOnDataLoss", "true")
+        # A consumer's prefetch at the end of the topic would wait at the broker this long (Kafka's default:
+        # 500 ms), and the next micro-batch's read waits for it: ~1 s of a 200-candle batch.
+        .option("kafka.fetch.max.wait.ms", 10)
     )
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", max_offsets_per_trigger)
@@ -222,11 +296,11 @@ def start_stream(
 ) -> StreamingQuery:
     started = threading.Event()
     query_id: list[str] = []
-    thresholds = ThresholdsReader()
+    state = QueryState(detection_config(settings))
 
     def body(records: DataFrame, batch_id: int) -> None:
         started.wait()
-        result = process_batch(spark, settings, records, batch_id, f"{APP_ID}-{query_id[0]}", thresholds)
+        result = process_batch(spark, settings, records, batch_id, f"{APP_ID}-{query_id[0]}", state)
         log.info("batch %s", result)
         if on_batch:
             on_batch(result)
@@ -237,7 +311,10 @@ def start_stream(
         .foreachBatch(body)
         .option("checkpointLocation", checkpoint(settings))
     )
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime="0 seconds")
+    # Not "0 seconds": a batch would start with the first candle of a minute and leave the rest (Kafka gets them
+    # within milliseconds) to the next batch, which first waits for this one. Polling every 500 ms keeps a
+    # minute's candles together at the cost of 250 ms on average.
+    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime="500 milliseconds")
     query = writer.start()
     query_id.append(str(query.id))  # stable across restarts from the same checkpoint
     started.set()

@@ -14,7 +14,7 @@ from pipelines.backfill import LocalArchives, backfill_day
 from pipelines.bronze import read_topic
 from pipelines.detection import score
 from pipelines.kafka_io import make_producer, publish
-from pipelines.stream import process_batch, start_stream
+from pipelines.stream import QueryState, process_batch, start_stream
 from pipelines.training import detection_config, latest_thresholds, train_thresholds
 from tests.bad_records import BAD_RECORDS
 from tests.conftest import SAMPLE
@@ -56,7 +56,8 @@ def test_stream_gold_equals_the_batch_detector_on_the_same_candles(spark, settin
     trained = prepare(spark, settings)
     replayed = crash_day(hours=6)
     send(settings, replayed)
-    start_stream(spark, settings, available_now=True).awaitTermination()
+    # Several micro-batches, so that later ones take their context from the stream's memory, not from silver.
+    start_stream(spark, settings, available_now=True, max_offsets_per_trigger=250).awaitTermination()
 
     gold = (
         read_table(spark, settings, GOLD_SCORES).toPandas().sort_values(["symbol", "open_time"]).reset_index(drop=True)
@@ -120,3 +121,21 @@ def test_a_recalibration_applies_from_the_next_batch_without_a_restart(spark, se
     assert (first.version, second.version) == (1, 2)
     assert (batch0.scored, batch0.thresholds_versions) == (60, (1,))
     assert (batch1.scored, batch1.thresholds_versions) == (60, (2,))
+
+
+def test_silver_written_by_someone_else_between_batches_is_seen(spark, settings):
+    prepare(spark, settings)
+    replayed = crash_day(hours=1)
+    state = QueryState(detection_config(settings))  # one query's memory across its batches
+    send(settings, replayed[:40])
+    first = process_batch(spark, settings, read_topic(spark, settings), 0, state=state)
+    for symbol in SYMBOLS:  # a backfill of the whole day commits to silver while the stream runs
+        backfill_day(spark, settings, LocalArchives(SAMPLE), symbol, date(2025, 2, 3))
+    send(settings, replayed[40:])
+    second = process_batch(spark, settings, read_topic(spark, settings), 1, state=state)
+    assert (first.new_candles, first.scored) == (40, 40)
+    assert (second.new_candles, second.scored) == (0, 80)  # already in silver, not yet in gold
+    silver = read_table(spark, settings, SILVER_CANDLES).filter("open_date = '2025-02-03'").toPandas()
+    assert len(silver) == 2 * 1440 and not silver[["symbol", "open_time"]].duplicated().any()
+    gold = read_table(spark, settings, GOLD_SCORES).toPandas()
+    assert len(gold) == 120 and not gold[["symbol", "open_time"]].duplicated().any()

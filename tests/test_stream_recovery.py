@@ -32,9 +32,13 @@ def start_stream_process(settings, log: Path) -> subprocess.Popen:
     )
 
 
-def gold_keys(spark, settings, day="2025-02-03"):
-    rows = read_table(spark, settings, GOLD_SCORES).filter(f"open_date = '{day}'").select("symbol", "open_time")
+def stored_keys(spark, settings, table, day="2025-02-03"):
+    rows = read_table(spark, settings, table).filter(f"open_date = '{day}'").select("symbol", "open_time")
     return [(r.symbol, r.open_time) for r in rows.collect()]
+
+
+def gold_keys(spark, settings):
+    return stored_keys(spark, settings, GOLD_SCORES)
 
 
 def wait_for(predicate, timeout_s: float, what: str, log: Path):
@@ -48,13 +52,13 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path):
 
 def assert_exact(spark, settings, candles, log):
     expected = sorted({(c["symbol"], c["open_time"]) for c in candles})
+    # Gold commits before silver within a micro-batch: wait for both.
     wait_for(lambda: len(gold_keys(spark, settings)) >= len(expected), 300, "gold to hold every candle", log)
+    silver_keys = lambda: stored_keys(spark, settings, SILVER_CANDLES)  # noqa: E731
+    wait_for(lambda: len(silver_keys()) >= len(expected), 60, "silver to hold every candle", log)
     to_ms = lambda keys: sorted((s, int(t.timestamp() * 1000)) for s, t in keys)  # noqa: E731
     assert to_ms(gold_keys(spark, settings)) == expected  # none lost, none doubled
-    silver = (
-        read_table(spark, settings, SILVER_CANDLES).filter("open_date = '2025-02-03'").select("symbol", "open_time")
-    )
-    assert to_ms((r.symbol, r.open_time) for r in silver.collect()) == expected
+    assert to_ms(silver_keys()) == expected
 
 
 def stop(process: subprocess.Popen):

@@ -86,6 +86,9 @@ def ensure_tables(spark: SparkSession, settings: Settings, tables: tuple[Table, 
             if table.partition_by:
                 writer = writer.partitionBy(*table.partition_by)
             writer.save(location)
+            if table.properties:
+                pairs = ", ".join(f"'{key}' = '{value}'" for key, value in table.properties.items())
+                spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({pairs})")
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
         if spark.catalog.tableExists(table.name):
             if _registered_location(spark, table.name) == location:

@@ -22,6 +22,7 @@ def test_ensure_tables_creates_every_registry_table_with_its_schema_and_partitio
         detail = spark.sql(f"DESCRIBE DETAIL delta.`{location}`").first()
         assert tuple(detail.partitionColumns) == table.partition_by
         assert spark.table(table.name).schema.fieldNames() == table.columns
+        assert table.properties.items() <= dict(detail.properties).items(), table.name
 
 
 def test_delta_write_read_round_trip_and_merge_is_idempotent(spark, settings):

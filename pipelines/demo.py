@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -38,17 +39,34 @@ def wait_for_catch_up(settings: Settings, timeout_s: float = 600.0) -> None:
         time.sleep(1)
 
 
+def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: tuple[str, ...]) -> int:
+    """Deletes the gold.scores rows of `symbols` on `day`; returns how many there were."""
+    where = (F.col("open_date") == F.lit(day)) & F.col("symbol").isin(list(symbols))
+    table = DeltaTable.forPath(spark, GOLD_SCORES.location(settings))
+    count = table.toDF().filter(where).count()
+    if count:
+        table.delete(where)
+    return count
+
+
 def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callable[[str], None] = print) -> pd.DataFrame:
     say(f"1/4 backfilling {', '.join(SYMBOLS)} {HISTORY[0]}..{HISTORY[-1]} from {sample} into bronze/silver")
     for symbol in SYMBOLS:
         for day in HISTORY:
             result = backfill_day(spark, settings, LocalArchives(sample), symbol, day)
             say(f"    {symbol} {day}: {result.silver_rows} candles, {result.quarantined} bad, {result.gaps} gaps")
-    trained = train_thresholds(spark, settings, trained_by="marketlake demo", days=len(HISTORY), symbols=list(SYMBOLS))
+    replay_start = datetime.combine(REPLAY_DAY, datetime.min.time())
+    trained = train_thresholds(
+        spark, settings, "marketlake demo", days=len(HISTORY), symbols=list(SYMBOLS), until=replay_start
+    )
     say(
         f"2/4 trained thresholds v{trained.version} for {', '.join(trained.thresholds['symbol'])} ({trained.json_path})"
     )
 
+    # A re-run scores the replay day again with these thresholds: the stream never re-scores a candle gold holds.
+    rescored = forget_scores(spark, settings, REPLAY_DAY, SYMBOLS)
+    if rescored:
+        say(f"    re-scoring {REPLAY_DAY}: removed its {rescored} gold rows from an earlier run")
     query = start_stream(spark, settings)
     try:
         files = [sample / "futures-um" / f"{symbol}-1m-{REPLAY_DAY}.zip" for symbol in SYMBOLS]

@@ -37,12 +37,18 @@ def detection_config(settings: Settings) -> DetectionConfig:
 
 
 def trailing_candles(
-    spark: SparkSession, settings: Settings, days: float, symbols: list[str] | None = None
+    spark: SparkSession,
+    settings: Settings,
+    days: float,
+    symbols: list[str] | None = None,
+    until: datetime | None = None,
 ) -> DataFrame:
-    """Per symbol, its candles from the last `days` days before its newest candle."""
+    """Per symbol, its candles from the last `days` days before its newest candle (before `until`, if given)."""
     silver = read_table(spark, settings, SILVER_CANDLES)
     if symbols:
         silver = silver.filter(F.col("symbol").isin(symbols))
+    if until:
+        silver = silver.filter(F.col("open_time") < F.lit(until))
     newest = F.max("open_time").over(Window.partitionBy("symbol"))
     return (
         silver.withColumn("_newest", newest)
@@ -96,9 +102,10 @@ def train_thresholds(
     trained_by: str,
     days: float | None = None,
     symbols: list[str] | None = None,
+    until: datetime | None = None,
 ) -> TrainingResult:
     config = detection_config(settings)
-    candles = to_pandas(trailing_candles(spark, settings, days or settings.train_days, symbols))
+    candles = to_pandas(trailing_candles(spark, settings, days or settings.train_days, symbols, until))
     if candles.empty:
         raise ThresholdsRejectedError("no silver candles to train on: backfill some first")
     trained = train(candles, config)

@@ -2,25 +2,80 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from collections.abc import Sequence
+from datetime import date
+
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.settings import Settings
 from lakehouse.tables import Table
 
+log = logging.getLogger(__name__)
+# A commit that lost a race with another writer; a MERGE on the key can simply run again.
+CONFLICTS = (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 
-def merge_into(spark: SparkSession, settings: Settings, table: Table, rows: DataFrame, update: bool = False) -> None:
+
+def merge_into(
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    rows: DataFrame,
+    update: bool = False,
+    partitions: Sequence[date | str] = (),
+    attempts: int = 6,
+) -> None:
     """MERGE rows on the table's key: new keys are inserted; existing keys are kept, or replaced if update.
 
     Null-safe equality (<=>), because some key columns are null for some sources (e.g. no Kafka offset for
     archive rows). Rows are first made unique on the key, so one batch can never insert a key twice.
+    `partitions` confines the MERGE to those values of the table's partition column (the rows must lie in them):
+    Delta checks a commit against the partitions it read, so writers to other partitions (the stream's minutes,
+    another backfill's days) do not conflict with it. A commit that still loses a race is retried with back-off;
+    the MERGE is idempotent, so running it again is safe.
     """
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in table.keys)
-    target = DeltaTable.forPath(spark, table.location(settings)).alias("t")
-    merge = target.merge(rows.select(*table.columns).dropDuplicates(list(table.keys)).alias("s"), condition)
-    if update:
-        merge = merge.whenMatchedUpdateAll()
-    merge.whenNotMatchedInsertAll().execute()
+    if partitions:
+        (column,) = table.partition_by
+        condition += f" AND t.`{column}` IN ({', '.join(repr(str(p)) for p in sorted(set(partitions)))})"
+    source = rows.select(*table.columns).dropDuplicates(list(table.keys)).alias("s")
+    for attempt in range(1, attempts + 1):
+        merge = DeltaTable.forPath(spark, table.location(settings)).alias("t").merge(source, condition)
+        if update:
+            merge = merge.whenMatchedUpdateAll()
+        try:
+            merge.whenNotMatchedInsertAll().execute()
+            return
+        except CONFLICTS as error:
+            if attempt == attempts:
+                raise
+            pause = min(2 ** (attempt - 1), 30) * (0.5 + random.random())
+            log.warning(
+                "MERGE into %s lost a race (%s); retry %d in %.1f s", table.name, type(error).__name__, attempt, pause
+            )
+            time.sleep(pause)
 
 
 def read_table(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:

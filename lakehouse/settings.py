@@ -57,12 +57,28 @@ class Settings:
     superset_port: int = 8088
     superset_engine: str = "duckdb"
 
+    # Dagster: its instance (dagster.yaml, written from these settings by the project's commands) lives in
+    # dagster_home; in docker-compose its storage is Postgres and the code location a gRPC server of its own.
+    dagster_home: str = ""
+    dagster_port: int = 3000
+    dagster_postgres_url: str = ""
+    dagster_code_server: str = "127.0.0.1:4000"  # where the code location's gRPC server listens
+    # What the supervised producer run publishes: "live" (Binance), "replay" (replay_day from archive_dir, at
+    # replay_speed market minutes per wall minute) or "off".
+    producer: str = "live"
+    replay_day: str = ""
+    replay_speed: float = 60.0
+
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
         if not self.lakehouse_root:
             object.__setattr__(self, "lakehouse_root", _path(str(Path(self.home) / "lakehouse")))
         if not self.checkpoint_root:
             object.__setattr__(self, "checkpoint_root", f"{self.lakehouse_root.rstrip('/')}/_checkpoints")
+        if not self.dagster_home:
+            object.__setattr__(self, "dagster_home", str(Path(self.home) / "dagster"))
+        if self.producer not in {"live", "replay", "off"}:
+            raise ValueError(f"MARKETLAKE_PRODUCER={self.producer!r}: use live, replay or off")
 
     @property
     def kafka_port(self) -> int:
@@ -77,7 +93,7 @@ class Settings:
             if raw is None:
                 continue
             kind = str(f.type).removesuffix(" | None")
-            if name in {"home", "lakehouse_root", "checkpoint_root", "jars_dir", "archive_dir"}:
+            if name in {"home", "lakehouse_root", "checkpoint_root", "jars_dir", "archive_dir", "dagster_home"}:
                 values[name] = _path(raw)
             elif kind == "int":
                 values[name] = int(raw)
@@ -91,6 +107,18 @@ class Settings:
                 values[name] = raw
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The MARKETLAKE_* variables that rebuild these settings in another process (Dagster's, a run's)."""
+        env = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            env[f"MARKETLAKE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     def path(self, *parts: str) -> str:
         """A location under the lakehouse root (works for local paths and s3a:// URIs alike)."""

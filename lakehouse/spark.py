@@ -15,6 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from lakehouse.settings import Settings
 from lakehouse.tables import REGISTRY, Table
 
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
+
 
 class JarsMissingError(RuntimeError):
     pass
@@ -49,6 +51,9 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
         # Delta rebuilds a table's state with 50 tasks by default: seconds of overhead per query on small tables.
         "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        # The JVM's log lines go to <home>/logs/spark.log instead of flooding every command's terminal.
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG} "
+        f"-Dmarketlake.log.dir={Path(settings.home) / 'logs'}",
     }
 
 
@@ -63,9 +68,7 @@ def get_spark(settings: Settings, app_name: str = "marketlake") -> SparkSession:
     builder = SparkSession.builder
     for key, value in spark_conf(settings, app_name).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return builder.getOrCreate()
 
 
 def empty_frame(spark: SparkSession, table: Table) -> DataFrame:

@@ -51,6 +51,92 @@ def services_status() -> None:
 
 
 @app.command()
+def up(
+    live: str = typer.Option(None, "--live", help="Publish these symbols live from Binance (comma-separated)."),
+    replay: str = typer.Option(None, "--replay", help="Instead: replay this day (YYYY-MM-DD) of the archive folder."),
+    speed: float = typer.Option(None, "--speed", help="Replay speed: market minutes per wall minute (default 60)."),
+    superset: bool = typer.Option(True, "--superset/--no-superset", help="Also start Superset."),
+) -> None:
+    """The whole platform on this machine: broker, Dagster (which runs the stream and the producer), Superset."""
+    import dataclasses
+
+    from marketlake.platform import up as platform_up
+
+    if live and replay:
+        raise typer.BadParameter("give --live SYMBOLS or --replay DAY, not both")
+    overrides: dict[str, object] = {}
+    if live:
+        overrides |= {"producer": "live", "symbols": tuple(s.strip().upper() for s in live.split(",") if s.strip())}
+    if replay:
+        overrides |= {"producer": "replay", "replay_day": replay}
+    if speed:
+        overrides["replay_speed"] = speed
+    platform_up(dataclasses.replace(_settings(), **overrides), typer.echo, superset)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `marketlake up` started (the runs of the stream and producer stop with Dagster)."""
+    from marketlake.platform import down as platform_down
+
+    platform_down(_settings(), typer.echo)
+
+
+@app.command()
+def status(lake: bool = typer.Option(True, "--lake/--no-lake", help="Also read the newest rows of the lake.")) -> None:
+    """Each component's state and URL, the stream's lag, and the newest candle and gold row per symbol."""
+    from marketlake.platform import components, newest_rows
+
+    settings = _settings()
+    for c in components(settings):
+        typer.echo(f"{c.name:<20} {c.state:<32} {c.where}")
+    if lake:
+        typer.echo(f"\n{'symbol':<12} {'newest silver candle':<22} {'newest gold row':<22} thresholds")
+        for symbol, silver, gold, version in newest_rows(settings):
+            typer.echo(f"{symbol:<12} {silver:<22} {gold:<22} v{version}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check Java, ports, disk, the jars, the virtualenvs and the lake's tables; say how to fix each problem."""
+    from marketlake.doctor import diagnose
+
+    findings = diagnose(_settings())
+    for f in findings:
+        typer.echo(f"{'ok ' if f.ok else 'FIX'} {f.what}" + (f"  ->  {f.fix}" if f.fix else ""))
+    if not all(f.ok for f in findings):
+        raise typer.Exit(1)
+
+
+dagster_app = typer.Typer(help="Dagster's processes, as `marketlake up` and docker-compose run them.")
+app.add_typer(dagster_app, name="dagster")
+
+
+def _dagster_role(role: str, host: str) -> None:
+    from lakehouse.services.dagster import exec_role
+
+    exec_role(_settings(), role, host)
+
+
+@dagster_app.command("code-server")
+def dagster_code_server(host: str = typer.Option("127.0.0.1", help="Interface to listen on.")) -> None:
+    """The code location's gRPC server (port from MARKETLAKE_DAGSTER_CODE_SERVER), in the foreground."""
+    _dagster_role("code-server", host)
+
+
+@dagster_app.command("webserver")
+def dagster_webserver(host: str = typer.Option("127.0.0.1", help="Interface to listen on.")) -> None:
+    """The UI and GraphQL API (port MARKETLAKE_DAGSTER_PORT), in the foreground."""
+    _dagster_role("webserver", host)
+
+
+@dagster_app.command("daemon")
+def dagster_daemon() -> None:
+    """Sensors, schedules, backfills, the run queue and run monitoring, in the foreground."""
+    _dagster_role("daemon", "127.0.0.1")
+
+
+@app.command()
 def demo() -> None:
     """The main job on the embedded default: local broker, backfill, training, the stream, a replay, anomalies."""
     from pipelines.demo import run_demo

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -149,14 +149,15 @@ class BackfillResult:
         return len(self.missing_minutes)
 
 
-def to_bronze(spark: SparkSession, symbol: str, rows: list[tuple[str, list[str]]]) -> DataFrame:
-    """Kline rows -> bronze rows whose value is the candle message, every field kept as the text received."""
-    records = []
-    for origin, row in rows:
+def to_bronze(spark: SparkSession, records: list[tuple[str, str, list[str]]]) -> DataFrame:
+    """(symbol, origin, kline row) -> bronze rows whose value is the candle message, every field kept as the text
+    received."""
+    values = []
+    for symbol, origin, row in records:
         message = {"symbol": symbol, "interval": "1m", **dict(zip(KLINE_COLUMNS, row, strict=False))}
         message["source"] = origin.split(":", 1)[0]
-        records.append((origin, symbol, json.dumps(message)))
-    frame = spark.createDataFrame(records, "source string, symbol string, value string")
+        values.append((origin, symbol, json.dumps(message)))
+    frame = spark.createDataFrame(values, "source string, symbol string, value string")
     open_ms = F.get_json_object("value", "$.open_time").try_cast("long")
     return frame.select(
         "source",
@@ -172,35 +173,64 @@ def to_bronze(spark: SparkSession, symbol: str, rows: list[tuple[str, list[str]]
     )
 
 
+def backfill(
+    spark: SparkSession, settings: Settings, source: KlineSource, partitions: Sequence[tuple[str, date]]
+) -> list[BackfillResult]:
+    """(symbol, day) partitions into bronze and silver in one pass: one MERGE per table, silver's confined to the
+    days it writes, so it does not conflict with the stream or with a backfill of other days."""
+    results = {(symbol, day): BackfillResult(symbol, day, source.name) for symbol, day in partitions}
+    records = []
+    for (symbol, day), result in results.items():
+        rows = list(source.rows(symbol, day))
+        result.rows_read = len(rows)
+        records += [(symbol, origin, row) for origin, row in rows]
+    days = sorted({day for _, day in results})
+    symbols = sorted({symbol for symbol, _ in results})
+    if records:
+        bronze = to_bronze(spark, records).cache()
+        merge_into(spark, settings, BRONZE_CANDLES, bronze)
+        parsed = parse(bronze).cache()
+        merge_into(
+            spark,
+            settings,
+            SILVER_CANDLES,
+            valid_candles(parsed).filter(F.col("open_date").isin(days)),
+            partitions=days,
+        )
+        bad = quarantined(parsed).cache()
+        merge_into(spark, settings, SILVER_QUARANTINE, bad)
+        for row in bad.groupBy("symbol", F.to_date("open_time").alias("day")).count().collect():
+            if (row.symbol, row.day) in results:
+                results[(row.symbol, row.day)].quarantined = row["count"]
+        for frame in (bad, parsed, bronze):
+            frame.unpersist()
+    stored = (
+        silver_days(spark, settings, symbols, days)
+        .groupBy("symbol", "open_date")
+        .agg(F.collect_list("open_time").alias("minutes"))
+    )
+    present = {(row.symbol, row.open_date): set(row.minutes) for row in stored.collect()}
+    for (symbol, day), result in results.items():
+        minutes = present.get((symbol, day), set())
+        result.silver_rows = len(minutes)
+        start = datetime(day.year, day.month, day.day)
+        result.missing_minutes = [
+            minute.strftime("%H:%M")
+            for minute in (start + timedelta(minutes=m) for m in range(1440))
+            if minute not in minutes
+        ]
+    return list(results.values())
+
+
 def backfill_day(
     spark: SparkSession, settings: Settings, source: KlineSource, symbol: str, day: date
 ) -> BackfillResult:
-    rows = list(source.rows(symbol, day))
-    result = BackfillResult(symbol, day, source.name, rows_read=len(rows))
-    if rows:
-        bronze = to_bronze(spark, symbol, rows).cache()
-        merge_into(spark, settings, BRONZE_CANDLES, bronze)
-        parsed = parse(bronze).cache()
-        merge_into(spark, settings, SILVER_CANDLES, valid_candles(parsed))
-        merge_into(spark, settings, SILVER_QUARANTINE, quarantined(parsed))
-        result.quarantined = quarantined(parsed).count()
-        parsed.unpersist()
-        bronze.unpersist()
-    stored = silver_day(spark, settings, symbol, day)
-    result.silver_rows = stored.count()
-    present = {r.open_time for r in stored.select("open_time").collect()}
-    start = datetime(day.year, day.month, day.day)
-    result.missing_minutes = [
-        minute.strftime("%H:%M")
-        for minute in (start + timedelta(minutes=m) for m in range(1440))
-        if minute not in present
-    ]
-    return result
+    return backfill(spark, settings, source, [(symbol, day)])[0]
 
 
-def silver_day(spark: SparkSession, settings: Settings, symbol: str, day: date) -> DataFrame:
+def silver_days(spark: SparkSession, settings: Settings, symbols: Sequence[str], days: Sequence[date]) -> DataFrame:
     return (
         spark.read.format("delta")
         .load(SILVER_CANDLES.location(settings))
-        .filter((F.col("open_date") == F.lit(day)) & (F.col("symbol") == symbol))
+        .filter(F.col("open_date").isin(list(days)) & F.col("symbol").isin(list(symbols)))
     )

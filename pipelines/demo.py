@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import read_table
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_SCORES
-from pipelines.backfill import LocalArchives, backfill_day
+from pipelines.backfill import LocalArchives, backfill
 from pipelines.replay import replay_archives
 from pipelines.stream import checkpoint, start_stream
 from pipelines.stream_health import committed_offsets, end_offsets, lag
@@ -51,10 +51,9 @@ def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: t
 
 def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callable[[str], None] = print) -> pd.DataFrame:
     say(f"1/4 backfilling {', '.join(SYMBOLS)} {HISTORY[0]}..{HISTORY[-1]} from {sample} into bronze/silver")
-    for symbol in SYMBOLS:
-        for day in HISTORY:
-            result = backfill_day(spark, settings, LocalArchives(sample), symbol, day)
-            say(f"    {symbol} {day}: {result.silver_rows} candles, {result.quarantined} bad, {result.gaps} gaps")
+    partitions = [(symbol, day) for symbol in SYMBOLS for day in HISTORY]
+    for r in backfill(spark, settings, LocalArchives(sample), partitions):
+        say(f"    {r.symbol} {r.day}: {r.silver_rows} candles, {r.quarantined} bad, {r.gaps} gaps")
     replay_start = datetime.combine(REPLAY_DAY, datetime.min.time())
     trained = train_thresholds(
         spark, settings, "marketlake demo", days=len(HISTORY), symbols=list(SYMBOLS), until=replay_start

@@ -129,6 +129,7 @@ class LiveProducer:
         rest: BinanceRest,
         stop: threading.Event,
         options: LiveOptions | None = None,
+        stats: LiveStats | None = None,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -138,7 +139,7 @@ class LiveProducer:
         self.url = stream_url(settings.binance_ws_url, settings.symbols, settings.interval)
         self.step_ms = interval_ms(settings.interval)
         self.next_open: dict[str, int] = {}
-        self.stats = LiveStats()
+        self.stats = stats or LiveStats()  # the caller's object, when it reports the counters while this runs
         self._stats_logged_at = time.monotonic()
 
     def run(self) -> LiveStats:
@@ -273,11 +274,13 @@ class LiveProducer:
             log.info("live: %s", self.stats.line())
 
 
-def produce_live(settings: Settings, stop: threading.Event, options: LiveOptions | None = None) -> LiveStats:
+def produce_live(
+    settings: Settings, stop: threading.Event, options: LiveOptions | None = None, stats: LiveStats | None = None
+) -> LiveStats:
     """Run the live producer with its own Kafka producer and REST client until `stop` is set."""
     producer = make_producer(settings)
     try:
         rest = BinanceRest(settings.binance_rest_url, stop=stop)
-        return LiveProducer(settings, producer, rest, stop, options).run()
+        return LiveProducer(settings, producer, rest, stop, options, stats).run()
     finally:
         producer.close(timeout=10)

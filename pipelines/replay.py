@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,19 @@ def replay_archives(
     """Replay archive files (or folders of them) into the settings' topic with a producer of its own."""
     files = archive_files(paths)
     return _replay_into_topic(settings, archive_candles(files), estimated_count(files), speed, progress, stop)
+
+
+def replay_day(settings: Settings, day: date, stop: threading.Event | None = None) -> ReplayResult:
+    """One day of the settings' symbols from the archive folder, at the settings' replay speed (what the supervised
+    producer run does with MARKETLAKE_PRODUCER=replay)."""
+    files = [
+        f for f in find_archives(settings.archive_dir) if f.symbol in settings.symbols and f.days[0] <= day <= f.days[1]
+    ]
+    if not files:
+        raise FileNotFoundError(f"no archive of {', '.join(settings.symbols)} covers {day} in {settings.archive_dir}")
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    candles = (c for c in archive_candles(files) if start <= c["open_time"] < start + 86_400_000)
+    return _replay_into_topic(settings, candles, 1440 * len(files), settings.replay_speed or None, False, stop)
 
 
 def replay_silver(

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -113,6 +113,29 @@ class BatchResult:
             yield
         finally:
             self.steps[step] = self.steps.get(step, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class StreamCounters:
+    """Totals over the micro-batches of a running stream (reported on its Dagster run)."""
+
+    batches: int = 0
+    records: int = 0
+    quarantined: int = 0
+    scored: int = 0
+    anomalies: int = 0
+    thresholds_version: int | None = None
+
+    def add(self, batch: BatchResult) -> None:
+        self.batches += 1
+        self.records += batch.records
+        self.quarantined += batch.quarantined
+        self.scored += batch.scored
+        self.anomalies += batch.anomalies
+        self.thresholds_version = max(batch.thresholds_versions, default=self.thresholds_version)
+
+    def snapshot(self) -> dict[str, int | None]:
+        return asdict(self)
 
 
 class ThresholdsReader:
@@ -335,12 +358,18 @@ def run_until_stopped(query: StreamingQuery, stop: threading.Event, report_every
         raise query.exception()
 
 
-def run_supervised(spark: SparkSession, settings: Settings, stop: threading.Event, max_backoff_s: float = 60.0) -> None:
+def run_supervised(
+    spark: SparkSession,
+    settings: Settings,
+    stop: threading.Event,
+    max_backoff_s: float = 60.0,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> None:
     """Run the stream until `stop`; when the query fails (e.g. the broker went away), log it and start it again
     from its checkpoint after an exponential back-off. Nothing is lost: offsets only advance in the checkpoint."""
     backoff = 1.0
     while not stop.is_set():
-        query = start_stream(spark, settings)
+        query = start_stream(spark, settings, on_batch=on_batch)
         try:
             run_until_stopped(query, stop)
             return

@@ -44,17 +44,24 @@ class Decision:
 
 
 def supervise(
-    recent: list[tuple[str, float | None]], now: float, base_backoff_s: float = 30.0, max_backoff_s: float = 600.0
+    recent: list[tuple[str, float | None]],
+    now: float,
+    base_backoff_s: float = 30.0,
+    max_backoff_s: float = 600.0,
+    done_when_succeeded: bool = False,
 ) -> Decision:
-    """Whether to start the stream, from its recent runs, newest first: (status, end time in epoch seconds).
+    """Whether to start a long-running job, from its recent runs, newest first: (status, end time in epoch seconds).
 
-    Running or queued: leave it. Stopped by a person (canceled): leave it stopped. Failed n times in a row:
-    start again once base * 2^(n-1) seconds (at most max) have passed since the last failure.
+    Running or queued: leave it. Stopped by a person (canceled): leave it stopped. Succeeded, for a job that ends
+    (a replay): leave it. Failed n times in a row: start again once base * 2^(n-1) seconds (at most max) have
+    passed since the last failure.
     """
     if recent and recent[0][0] in {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
         return Decision(False, f"running ({recent[0][0].lower()})")
     if recent and recent[0][0] in {"CANCELING", "CANCELED"}:
-        return Decision(False, "stopped from the UI; launch run_stream_job to resume")
+        return Decision(False, "stopped from the UI; launch the job to resume")
+    if recent and recent[0][0] == "SUCCESS" and done_when_succeeded:
+        return Decision(False, "finished")
     failures = 0
     for status, _ in recent:
         if status != "FAILURE":

@@ -15,8 +15,8 @@ from pipelines.backfill import (
     BinanceRestKlines,
     KlineSource,
     LocalArchives,
-    backfill_day,
-    silver_day,
+    backfill,
+    silver_days,
 )
 
 SILVER_CANDLES_KEY = dg.AssetKey(["silver", "candles"])
@@ -39,6 +39,8 @@ def kline_source(config: BackfillConfig, settings: Settings) -> KlineSource:
 
 
 def build_ingestion_assets(settings: Settings) -> list:
+    partitions_def = candle_partitions(settings)
+
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(BRONZE_CANDLES_KEY, description="Raw candle records with where they came from."),
@@ -48,25 +50,42 @@ def build_ingestion_assets(settings: Settings) -> list:
             dg.AssetCheckSpec("silver_candles_contract", asset=SILVER_CANDLES_KEY, blocking=True),
             dg.AssetCheckSpec("silver_candles_no_gaps", asset=SILVER_CANDLES_KEY),
         ],
-        partitions_def=candle_partitions(settings),
+        partitions_def=partitions_def,
+        # A backfill of a date range x symbols runs as one run per range (Dagster groups the keys by one
+        # dimension), one Spark session for all its partitions, instead of one run and one JVM per partition.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="ingestion",
     )
     def backfill_candles(context: dg.AssetExecutionContext, config: BackfillConfig, pyspark: LazyPySparkResource):
-        keys = context.partition_key.keys_by_dimension
-        symbol, day = keys["symbol"], date.fromisoformat(keys["day"])
-        spark = lakehouse_session(pyspark, settings)
-        result = backfill_day(spark, settings, kline_source(config, settings), symbol, day)
-        context.log.info(
-            f"{symbol} {day}: {result.rows_read} rows read, {result.silver_rows} in silver, "
-            f"{result.quarantined} quarantined, {result.gaps} missing minutes"
+        partitions = sorted(
+            (key.keys_by_dimension["symbol"], date.fromisoformat(key.keys_by_dimension["day"]))
+            for key in map(partitions_def.get_partition_key_from_str, context.partition_keys)
         )
-        meta = {"rows_read": result.rows_read, "quarantined": result.quarantined, "source": result.source}
+        spark = lakehouse_session(pyspark, settings)
+        results = backfill(spark, settings, kline_source(config, settings), partitions)
+        for r in results:
+            context.log.info(
+                f"{r.symbol} {r.day}: {r.rows_read} rows read, {r.silver_rows} in silver, "
+                f"{r.quarantined} quarantined, {r.gaps} missing minutes"
+            )
+        meta = {
+            "partitions": len(results),
+            "rows_read": sum(r.rows_read for r in results),
+            "quarantined": sum(r.quarantined for r in results),
+            "source": kline_source(config, settings).name,
+        }
         yield dg.MaterializeResult(asset_key=BRONZE_CANDLES_KEY, metadata=meta)
+        gaps = {f"{r.day} {r.symbol}": r.missing_minutes for r in results if r.gaps}
         yield dg.MaterializeResult(
             asset_key=SILVER_CANDLES_KEY,
-            metadata={**meta, "silver_rows": result.silver_rows, "missing_minutes": result.gaps},
+            metadata={
+                **meta,
+                "silver_rows": sum(r.silver_rows for r in results),
+                "missing_minutes": sum(map(len, gaps.values())),
+            },
         )
-        contract = validate(silver_day(spark, settings, symbol, day), silver_candles_suite())
+        symbols, days = sorted({s for s, _ in partitions}), sorted({d for _, d in partitions})
+        contract = validate(silver_days(spark, settings, symbols, days), silver_candles_suite())
         yield dg.AssetCheckResult(
             check_name="silver_candles_contract",
             asset_key=SILVER_CANDLES_KEY,
@@ -76,9 +95,12 @@ def build_ingestion_assets(settings: Settings) -> list:
         yield dg.AssetCheckResult(
             check_name="silver_candles_no_gaps",
             asset_key=SILVER_CANDLES_KEY,
-            passed=result.gaps == 0,
+            passed=not gaps,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"missing_minutes": result.gaps, "first_missing": ", ".join(result.missing_minutes[:20])},
+            metadata={
+                "missing_minutes": sum(map(len, gaps.values())),
+                "first_missing": "; ".join(f"{p}: {', '.join(m[:10])}" for p, m in list(gaps.items())[:10]),
+            },
         )
 
     return [backfill_candles]

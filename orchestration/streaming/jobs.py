@@ -1,6 +1,11 @@
-"""The stream as a long-running Dagster run, launched and watched by a sensor."""
+"""The two long-running runs, each launched and kept alive by a supervisor sensor: the stream
+(Kafka -> bronze/silver/gold) and the producer (Binance live, or a replay of one day of the archive -> Kafka)."""
 
-import time
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -8,47 +13,58 @@ from dagster_pyspark import LazyPySparkResource
 
 from lakehouse.settings import Settings
 from orchestration.resources import lakehouse_session
-from pipelines.stream import checkpoint, run_supervised
-from pipelines.stream_health import committed_offsets, end_offsets, lag, supervise
+from orchestration.supervision import LONG_RUNNING_TAG, heartbeat, supervisor_sensor
+from pipelines.live import LiveStats, produce_live
+from pipelines.replay import replay_day
+from pipelines.stream import StreamCounters, checkpoint, run_supervised
+from pipelines.stream_health import committed_offsets, end_offsets, lag
+
+LONG_RUNNING = {LONG_RUNNING_TAG: "true"}
+
+
+def stream_lag(settings: Settings) -> str:
+    if not Path(checkpoint(settings)).exists():
+        return ""
+    try:
+        return f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
+    except Exception as error:  # the broker may be down: say so, do not fail the sensor
+        return f"lag unknown ({type(error).__name__})"
 
 
 def build_streaming(settings: Settings) -> tuple[list, list]:
     @dg.op(description="Runs the streaming job until the run is terminated from the UI.")
     def run_stream(context: dg.OpExecutionContext, pyspark: LazyPySparkResource) -> None:
-        import threading
+        counters = StreamCounters()
+        with heartbeat(context, counters.snapshot):
+            spark = lakehouse_session(pyspark, settings)
+            context.log.info(f"streaming {settings.kafka_topic} into {settings.lakehouse_root}")
+            run_supervised(spark, settings, threading.Event(), on_batch=counters.add)
 
-        spark = lakehouse_session(pyspark, settings)
-        context.log.info(f"streaming {settings.kafka_topic} into {settings.lakehouse_root}")
-        run_supervised(spark, settings, threading.Event())
+    @dg.op(description="Publishes candles to Kafka: Binance live until terminated, or a replay of one archive day.")
+    def run_producer(context: dg.OpExecutionContext) -> None:
+        if settings.producer == "replay":
+            day = date.fromisoformat(settings.replay_day)
+            context.log.info(f"replaying {day} of {settings.archive_dir} at {settings.replay_speed}x")
+            with heartbeat(context):
+                result = replay_day(settings, day, threading.Event())
+            context.log.info(f"replayed {result.sent} candles of {day}: {result.per_symbol}")
+            return
+        stats = LiveStats()
+        context.log.info(f"publishing live candles of {', '.join(settings.symbols)} from {settings.binance_ws_url}")
+        with heartbeat(context, lambda: asdict(stats)):
+            produce_live(settings, threading.Event(), stats=stats)
 
-    @dg.job(description="The long-running stream: Kafka -> bronze/silver/gold.", tags={"marketlake/stream": "true"})
+    @dg.job(description="The long-running stream: Kafka -> bronze/silver/gold.", tags=LONG_RUNNING)
     def run_stream_job() -> None:
         run_stream()
 
-    @dg.sensor(
-        job=run_stream_job,
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Starts the stream when it is not running, restarts it after failures with back-off, reports lag.",
-    )
-    def stream_supervisor_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        runs = context.instance.get_runs(dg.RunsFilter(job_name="run_stream_job"), limit=10)
-        recent = [(r.status.value, _end_time(context.instance, r.run_id)) for r in runs]
-        decision = supervise(recent, time.time())
-        health = decision.reason
-        if Path(checkpoint(settings)).exists():
-            try:
-                health += f"; lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
-            except Exception as error:  # the broker may be down: say so, do not fail the sensor
-                health += f"; lag unknown ({type(error).__name__})"
-        context.log.info(health)
-        if decision.start:
-            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"stream-{int(time.time())}")])
-        return dg.SensorResult(skip_reason=health)
+    @dg.job(description="The long-running producer: Binance (or a replayed day) -> Kafka.", tags=LONG_RUNNING)
+    def run_producer_job() -> None:
+        run_producer()
 
-    return [run_stream_job], [stream_supervisor_sensor]
-
-
-def _end_time(instance: dg.DagsterInstance, run_id: str) -> float | None:
-    record = instance.get_run_record_by_id(run_id)
-    return record.end_time if record else None
+    sensors = [supervisor_sensor(run_stream_job, "stream_supervisor_sensor", lambda: stream_lag(settings))]
+    if settings.producer != "off":
+        sensors.append(
+            supervisor_sensor(run_producer_job, "producer_supervisor_sensor", once=settings.producer == "replay")
+        )
+    return [run_stream_job, run_producer_job], sensors

@@ -5,6 +5,7 @@ from dagster_pyspark import LazyPySparkResource
 
 from expectations.suites import thresholds_suite, validate
 from lakehouse.delta_io import read_table
+from lakehouse.services.dagster import SPARK_BATCH_TAG
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_THRESHOLDS
 from orchestration.ingestion.assets import SILVER_CANDLES_KEY
@@ -62,6 +63,7 @@ def build_training_jobs(settings: Settings) -> tuple[list, list]:
         "train_thresholds_job",
         selection=dg.AssetSelection.keys(THRESHOLDS_KEY),
         description="Retrain every symbol's thresholds from the trailing period of silver candles.",
+        tags={SPARK_BATCH_TAG: "batch"},  # the run queue runs one of these at a time (dagster.yaml)
     )
     nightly = dg.ScheduleDefinition(
         name="train_thresholds_job_schedule",

@@ -1,0 +1,142 @@
+"""The embedded platform on one machine: `marketlake up / status / down`.
+
+`up` starts the Kafka broker, creates the lake's tables, starts Dagster (code server, webserver, daemon: its
+sensors then start the stream and the producer as supervised runs) and Superset, each waited for. `status` asks
+each component how it is, and the lake what it holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+
+from lakehouse.services.dagster import Dagster
+from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
+from lakehouse.services.superset import Superset
+from lakehouse.settings import Settings
+
+Say = Callable[[str], None]
+
+
+@contextmanager
+def step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
+    """Say what a long step does, then how long it took."""
+    say(f"{what} ...")
+    started = time.monotonic()
+    yield
+    timings[what] = time.monotonic() - started
+    say(f"    done in {timings[what]:.1f} s")
+
+
+def up(settings: Settings, say: Say, superset: bool = True) -> dict[str, float]:
+    from lakehouse.spark import ensure_tables, get_spark
+
+    timings: dict[str, float] = {}
+    with step(say, f"Kafka broker on {settings.kafka_bootstrap_servers}", timings):
+        KafkaBroker.from_settings(settings).start()
+        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    with step(say, f"lake tables under {settings.lakehouse_root}", timings):
+        spark = get_spark(settings, "marketlake-up")
+        try:
+            ensure_tables(spark, settings)
+        finally:
+            spark.stop()
+    dagster = Dagster(settings)
+    with step(say, f"Dagster (code server, webserver, daemon) on {dagster.url}", timings):
+        dagster.start()
+    if superset:
+        service = Superset(settings)
+        with step(say, f"Superset on {service.url}", timings):
+            service.start()
+    timings["all"] = sum(timings.values())
+    producer = {"live": f"live {','.join(settings.symbols)}", "replay": f"replay of {settings.replay_day}"}
+    say(
+        f"up in {timings['all']:.0f} s. The daemon's sensors start the stream and the producer "
+        f"({producer.get(settings.producer, 'off')}) within a minute; `marketlake status` shows them."
+    )
+    return timings
+
+
+def down(settings: Settings, say: Say) -> None:
+    for name, stop in (
+        ("Superset", Superset(settings).stop),
+        ("Dagster and its runs", Dagster(settings).stop),
+        ("Kafka broker", KafkaBroker.from_settings(settings).stop),
+    ):
+        say(f"{name}: {'stopped' if stop() else 'was not running'}")
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    state: str
+    where: str = ""
+
+
+def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, str]:
+    """The newest run's status per job, from Dagster's GraphQL API."""
+    query = """query($job: String!) { runsOrError(filter: {pipelineName: $job}, limit: 1) {
+        ... on Runs { results { runId status } } } }"""
+    states = {}
+    for job in jobs:
+        try:
+            answer = requests.post(
+                f"{dagster.url}/graphql", json={"query": query, "variables": {"job": job}}, timeout=5
+            ).json()
+            runs = answer["data"]["runsOrError"]["results"]
+            states[job] = f"{runs[0]['status'].lower()} (run {runs[0]['runId'][:8]})" if runs else "no run yet"
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            states[job] = "unknown (Dagster not answering)"
+    return states
+
+
+def components(settings: Settings) -> list[Component]:
+    from pipelines.stream import checkpoint
+    from pipelines.stream_health import committed_offsets, end_offsets, lag
+
+    broker = KafkaBroker.from_settings(settings)
+    dagster = Dagster(settings)
+    superset = Superset(settings)
+
+    def state(running: bool, ready: bool) -> str:
+        return "ready" if ready else "starting or unhealthy" if running else "stopped"
+
+    found = [Component("kafka broker", state(broker.is_running(), broker.is_ready()), broker.bootstrap_servers)]
+    for role in ("code-server", "webserver", "daemon"):
+        where = dagster.url if role == "webserver" else settings.dagster_code_server if role == "code-server" else ""
+        found.append(Component(f"dagster {role}", state(dagster.is_running(role), dagster.ready(role)), where))
+    found.append(Component("superset", state(superset.is_running(), superset.is_ready()), superset.url))
+    runs = latest_runs(dagster, ("run_stream_job", "run_producer_job"))
+    try:
+        behind = f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
+    except Exception as error:  # no checkpoint yet, or the broker is down
+        behind = f"lag unknown ({type(error).__name__})"
+    found.append(Component("stream", runs["run_stream_job"], behind))
+    found.append(Component("producer", runs["run_producer_job"], settings.producer))
+    return found
+
+
+def newest_rows(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(symbol, newest candle in silver, newest row in gold.scores, its thresholds version) per symbol."""
+    from pyspark.sql import functions as F
+
+    from lakehouse.delta_io import read_table
+    from lakehouse.spark import get_spark
+    from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
+
+    spark = get_spark(settings, "marketlake-status")
+    try:
+        silver = read_table(spark, settings, SILVER_CANDLES).groupBy("symbol").agg(F.max("open_time").alias("s"))
+        gold = (
+            read_table(spark, settings, GOLD_SCORES)
+            .groupBy("symbol")
+            .agg(F.max_by("thresholds_version", "open_time").alias("v"), F.max("open_time").alias("g"))
+        )
+        rows = silver.join(gold, "symbol", "full").orderBy("symbol").collect()
+    finally:
+        spark.stop()
+    return [(r.symbol, str(r.s or "-"), str(r.g or "-"), str(r.v if r.v is not None else "-")) for r in rows]

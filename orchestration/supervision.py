@@ -8,8 +8,6 @@
   default launcher has no health check at all: a run whose process was killed would stay "started" for ever.
 """
 
-from __future__ import annotations
-
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping

@@ -1,8 +1,6 @@
 """The two long-running runs, each launched and kept alive by a supervisor sensor: the stream
 (Kafka -> bronze/silver/gold) and the producer (Binance live, or a replay of one day of the archive -> Kafka)."""
 
-from __future__ import annotations
-
 import threading
 from dataclasses import asdict
 from datetime import date

@@ -90,3 +90,21 @@ def log_version(spark: SparkSession, settings: Settings, table: Table) -> int:
     fs = log.getFileSystem(spark._jsc.hadoopConfiguration())
     names = [status.getPath().getName() for status in fs.listStatus(log)]
     return max(int(n.split(".")[0]) for n in names if n.endswith(".json"))
+
+
+def newest_by_symbol(settings: Settings, table: Table, columns: Sequence[str] = ()) -> dict[str, dict]:
+    """Per symbol, the row with the newest open_time (only `columns` besides those two), read without Spark
+    (delta-rs): for status displays that must answer in a second. {} when the table does not exist yet."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable as RustDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        rows = RustDeltaTable(table.location(settings)).to_pyarrow_table(columns=["symbol", "open_time", *columns])
+    except TableNotFoundError:
+        return {}
+    rows = rows.take(pc.sort_indices(rows, [("symbol", "ascending"), ("open_time", "descending")]))
+    newest: dict[str, dict] = {}
+    for row in rows.to_pylist():
+        newest.setdefault(row["symbol"], row)
+    return newest

@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.settings import PROJECT_ROOT, Settings
 
-app = typer.Typer(help="marketlake: real-time market anomaly detection on a Delta lakehouse.", no_args_is_help=True)
+app = typer.Typer(
+    help="marketlake: real-time market anomaly detection on a Delta lakehouse.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold secrets (passwords, keys)
+)
 services = typer.Typer(help="Start, stop and inspect the local services (Kafka broker).", no_args_is_help=True)
 app.add_typer(services, name="services")
 

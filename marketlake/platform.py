@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import requests
 
-from lakehouse.services.dagster import Dagster
+from lakehouse.delta_io import newest_by_symbol
+from lakehouse.services.dagster import HEARTBEAT_TAG, LONG_RUNNING_TAG, Dagster
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.superset import Superset
 from lakehouse.settings import Settings
+from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
 
 Say = Callable[[str], None]
 
@@ -77,20 +79,26 @@ class Component:
     where: str = ""
 
 
-def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, str]:
-    """The newest run's status per job, from Dagster's GraphQL API."""
+def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """Per job, the newest run's status and the counters it reports in its tags (from Dagster's GraphQL API)."""
     query = """query($job: String!) { runsOrError(filter: {pipelineName: $job}, limit: 1) {
-        ... on Runs { results { runId status } } } }"""
+        ... on Runs { results { runId status tags { key value } } } } }"""
     states = {}
     for job in jobs:
         try:
-            answer = requests.post(
-                f"{dagster.url}/graphql", json={"query": query, "variables": {"job": job}}, timeout=5
-            ).json()
-            runs = answer["data"]["runsOrError"]["results"]
-            states[job] = f"{runs[0]['status'].lower()} (run {runs[0]['runId'][:8]})" if runs else "no run yet"
-        except (requests.RequestException, ValueError, KeyError, TypeError):
-            states[job] = "unknown (Dagster not answering)"
+            runs = dagster.graphql(query, timeout_s=5, job=job)["runsOrError"]["results"]
+        except (requests.RequestException, RuntimeError, ValueError, KeyError, TypeError):
+            states[job] = ("unknown (Dagster not answering)", "")
+            continue
+        if not runs:
+            states[job] = ("no run yet", "")
+            continue
+        counters = [
+            f"{t['key'].removeprefix('marketlake/')}={t['value']}"
+            for t in runs[0]["tags"]
+            if t["key"].startswith("marketlake/") and t["key"] not in {HEARTBEAT_TAG, LONG_RUNNING_TAG}
+        ]
+        states[job] = (f"{runs[0]['status'].lower()} (run {runs[0]['runId'][:8]})", " ".join(counters))
     return states
 
 
@@ -115,28 +123,25 @@ def components(settings: Settings) -> list[Component]:
         behind = f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
     except Exception as error:  # no checkpoint yet, or the broker is down
         behind = f"lag unknown ({type(error).__name__})"
-    found.append(Component("stream", runs["run_stream_job"], behind))
-    found.append(Component("producer", runs["run_producer_job"], settings.producer))
+    found.append(Component("stream", runs["run_stream_job"][0], f"{behind} {runs['run_stream_job'][1]}"))
+    found.append(Component("producer", *runs["run_producer_job"]))
     return found
 
 
 def newest_rows(settings: Settings) -> list[tuple[str, str, str, str]]:
     """(symbol, newest candle in silver, newest row in gold.scores, its thresholds version) per symbol."""
-    from pyspark.sql import functions as F
+    silver = newest_by_symbol(settings, SILVER_CANDLES)
+    gold = newest_by_symbol(settings, GOLD_SCORES, ["thresholds_version"])
 
-    from lakehouse.delta_io import read_table
-    from lakehouse.spark import get_spark
-    from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
+    def minute(row: dict | None) -> str:
+        return row["open_time"].strftime("%Y-%m-%d %H:%M") if row else "-"
 
-    spark = get_spark(settings, "marketlake-status")
-    try:
-        silver = read_table(spark, settings, SILVER_CANDLES).groupBy("symbol").agg(F.max("open_time").alias("s"))
-        gold = (
-            read_table(spark, settings, GOLD_SCORES)
-            .groupBy("symbol")
-            .agg(F.max_by("thresholds_version", "open_time").alias("v"), F.max("open_time").alias("g"))
+    return [
+        (
+            symbol,
+            minute(silver.get(symbol)),
+            minute(gold.get(symbol)),
+            str(gold.get(symbol, {}).get("thresholds_version")),
         )
-        rows = silver.join(gold, "symbol", "full").orderBy("symbol").collect()
-    finally:
-        spark.stop()
-    return [(r.symbol, str(r.s or "-"), str(r.g or "-"), str(r.v if r.v is not None else "-")) for r in rows]
+        for symbol in sorted(silver.keys() | gold.keys())
+    ]

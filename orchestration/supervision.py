@@ -18,10 +18,9 @@ import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClassData
 
+from lakehouse.services.dagster import HEARTBEAT_TAG, LONG_RUNNING_TAG
 from pipelines.stream_health import supervise
 
-LONG_RUNNING_TAG = "marketlake/long-running"
-HEARTBEAT_TAG = "marketlake/heartbeat"
 HEARTBEAT_EVERY_S = 30.0
 
 

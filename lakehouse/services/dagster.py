@@ -21,6 +21,9 @@ from lakehouse.services import process
 from lakehouse.settings import PROJECT_ROOT, Settings
 
 LOCATION = "marketlake"
+# Run tags: long-running runs (the stream, the producer) and their heartbeat (orchestration/supervision.py).
+LONG_RUNNING_TAG = "marketlake/long-running"
+HEARTBEAT_TAG = "marketlake/heartbeat"
 # Spark-heavy batch runs that may run at once beside the long-running ones (2 cores: one of each kind).
 SPARK_BATCH_TAG = "marketlake/spark"
 
@@ -126,10 +129,14 @@ class Dagster:
     def log_file(self, role: str) -> Path:
         return Path(self.settings.home) / "logs" / f"dagster-{role}.log"
 
+    def port(self, role: str) -> int:
+        if role == "code-server":
+            return int(self.settings.dagster_code_server.rsplit(":", 1)[1])
+        return self.settings.dagster_port if role == "webserver" else 0
+
     def ready(self, role: str) -> bool:
         if role == "code-server":
-            host, port = self.settings.dagster_code_server.rsplit(":", 1)
-            return process.port_open(host, int(port))
+            return process.port_open(self.settings.dagster_code_server.rsplit(":", 1)[0], self.port(role))
         if role == "webserver":
             try:
                 return requests.get(f"{self.url}/server_info", timeout=2).ok
@@ -137,15 +144,26 @@ class Dagster:
                 return False
         return self.daemon_healthy()
 
+    def graphql(self, query: str, timeout_s: float = 30.0, **variables: object) -> dict:
+        """The `data` of a query to the webserver's GraphQL API (what the UI itself calls)."""
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=timeout_s
+        )
+        response.raise_for_status()
+        answer = response.json()
+        if answer.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]
+
     def daemon_healthy(self) -> bool:
         """The daemon's own heartbeats, as the webserver reports them (sensors, schedules, backfills, queue...)."""
         query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
         try:
-            answer = requests.post(f"{self.url}/graphql", json={"query": query}, timeout=5).json()
-            statuses = answer["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
-        except (requests.RequestException, ValueError, KeyError, TypeError):
+            statuses = self.graphql(query, timeout_s=5)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        except (requests.RequestException, RuntimeError, ValueError, KeyError, TypeError):
             return False
-        return all(s["healthy"] for s in statuses if s["required"])
+        required = [s["healthy"] for s in statuses if s["required"]]
+        return bool(required) and all(required)
 
     def is_running(self, role: str) -> bool:
         return process.read_pid(self.pid_file(role)) is not None
@@ -156,6 +174,10 @@ class Dagster:
         waited = {}
         for role in ("code-server", "webserver", "daemon"):
             if not self.is_running(role):
+                if self.ready(role) or process.port_open("127.0.0.1", self.port(role)):
+                    raise process.ServiceError(
+                        f"port {self.port(role)} of the Dagster {role} is taken by another process"
+                    )
                 process.start(
                     [cli, "dagster", role], self.pid_file(role), self.log_file(role), environment(self.settings)
                 )

@@ -51,6 +51,7 @@ def tail(path: Path, lines: int = 30) -> str:
 def start(cmd: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:
     """Start `cmd` in its own process group (so stop() can end it and its children), logging to log_file."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -1,3 +1,5 @@
+import pytest
+
 from lakehouse.settings import Settings
 
 
@@ -36,3 +38,21 @@ def test_environment_overrides_are_typed():
 def test_overrides_win_over_the_environment():
     s = Settings.from_env(env={"MARKETLAKE_KAFKA_TOPIC": "a"}, kafka_topic="b")
     assert s.kafka_topic == "b"
+
+
+def test_settings_travel_to_other_processes_through_the_environment(tmp_path):
+    s = Settings.from_env(
+        env={"MARKETLAKE_HOME": str(tmp_path)},
+        symbols=("FILUSDT", "NEARUSDT"),
+        producer="replay",
+        replay_day="2025-02-03",
+        replay_speed=240.0,
+        detection_robust=False,
+    )
+    assert Settings.from_env(env=s.to_env()) == s
+    assert s.dagster_home == str(tmp_path / "dagster")
+
+
+def test_an_unknown_producer_mode_is_refused():
+    with pytest.raises(ValueError, match="live, replay or off"):
+        Settings.from_env(env={"MARKETLAKE_PRODUCER": "websocket"})

@@ -81,12 +81,10 @@ class Component:
 
 def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     """Per job, the newest run's status and the counters it reports in its tags (from Dagster's GraphQL API)."""
-    query = """query($job: String!) { runsOrError(filter: {pipelineName: $job}, limit: 1) {
-        ... on Runs { results { runId status tags { key value } } } } }"""
     states = {}
     for job in jobs:
         try:
-            runs = dagster.graphql(query, timeout_s=5, job=job)["runsOrError"]["results"]
+            runs = dagster.runs(limit=1, pipelineName=job)
         except (requests.RequestException, RuntimeError, ValueError, KeyError, TypeError):
             states[job] = ("unknown (Dagster not answering)", "")
             continue

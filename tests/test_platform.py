@@ -39,6 +39,7 @@ REPLAY_DAY = "2025-02-03"
 # finish while candles still arrive, so the newest gold rows are scored with the new thresholds.
 REPLAY_SPEED = 240
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+ASSETS = [["bronze", "candles"], ["silver", "candles"]]
 
 
 def wait_until(what: str, check: Callable[[], object], timeout_s: float, every_s: float = 3.0) -> object:
@@ -50,36 +51,12 @@ def wait_until(what: str, check: Callable[[], object], timeout_s: float, every_s
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
 
 
-def runs(dagster: Dagster, **run_filter: object) -> list[dict]:
-    query = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
-        ... on Runs { results { runId status jobName tags { key value } } } } }"""
-    return dagster.graphql(query, filter=run_filter)["runsOrError"]["results"]
-
-
 def job_runs(dagster: Dagster, job: str) -> list[dict]:
-    return runs(dagster, pipelineName=job)
-
-
-def launch_backfill(dagster: Dagster, partition_keys: list[str]) -> str:
-    mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-        __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-    assets = [{"path": ["bronze", "candles"]}, {"path": ["silver", "candles"]}]
-    answer = dagster.graphql(mutation, params={"assetSelection": assets, "partitionNames": partition_keys})
-    assert answer["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", answer
-    return answer["launchPartitionBackfill"]["backfillId"]
-
-
-def launch_job(dagster: Dagster, job: str, run_config: dict) -> str:
-    mutation = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-    selector = {"repositoryLocationName": "marketlake", "repositoryName": "__repository__", "jobName": job}
-    answer = dagster.graphql(mutation, params={"selector": selector, "runConfigData": run_config})
-    assert answer["launchRun"]["__typename"] == "LaunchRunSuccess", answer
-    return answer["launchRun"]["run"]["runId"]
+    return dagster.runs(pipelineName=job)
 
 
 def finished(dagster: Dagster, **run_filter: object) -> list[dict] | None:
-    found = runs(dagster, **run_filter)
+    found = dagster.runs(**run_filter)
     return found if found and all(r["status"] in DONE for r in found) else None
 
 
@@ -140,7 +117,7 @@ def test_the_platform_through_its_real_interfaces(platform: tuple[Settings, dict
 
     # A backfill of 2 days x 2 symbols launched like the UI does, while the stream runs: one run per range.
     started = time.monotonic()
-    backfill = launch_backfill(dagster, [f"{day}|{symbol}" for day in HISTORY for symbol in SYMBOLS])
+    backfill = dagster.launch_backfill(ASSETS, [f"{day}|{symbol}" for day in HISTORY for symbol in SYMBOLS])
     backfill_runs = wait_until(
         "the backfill's runs", lambda: finished(dagster, tags=[{"key": "dagster/backfill", "value": backfill}]), 900
     )
@@ -148,7 +125,7 @@ def test_the_platform_through_its_real_interfaces(platform: tuple[Settings, dict
     assert [r["status"] for r in backfill_runs] == ["SUCCESS"] * len(backfill_runs) <= ["SUCCESS"] * 2
 
     # Retraining from the UI while the stream runs.
-    training = launch_job(dagster, "train_thresholds_job", {"ops": {"gold__thresholds": {"config": {"train_days": 2}}}})
+    training = dagster.launch_job("train_thresholds_job", {"ops": {"gold__thresholds": {"config": {"train_days": 2}}}})
     (trained,) = wait_until("the training run", lambda: finished(dagster, runIds=[training]), 600)
     assert trained["status"] == "SUCCESS"
     version = pc.max(table(settings, GOLD_THRESHOLDS).to_pyarrow_table(columns=["version"])["version"]).as_py()

@@ -155,6 +155,33 @@ class Dagster:
             raise RuntimeError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
 
+    def runs(self, limit: int | None = None, **run_filter: object) -> list[dict]:
+        """Runs, newest first, as the runs page lists them; `run_filter` is GraphQL's RunsFilter
+        (pipelineName, runIds, tags=[{key, value}], ...)."""
+        query = """query($filter: RunsFilter, $limit: Int) { runsOrError(filter: $filter, limit: $limit) {
+            ... on Runs { results { runId status jobName startTime endTime tags { key value } } } } }"""
+        return self.graphql(query, filter=run_filter, limit=limit)["runsOrError"]["results"]
+
+    def launch_backfill(self, assets: list[list[str]], partition_keys: list[str]) -> str:
+        """What the UI's "Materialize selected partitions" does; returns the backfill id."""
+        mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+        params = {"assetSelection": [{"path": path} for path in assets], "partitionNames": partition_keys}
+        answer = self.graphql(mutation, params=params)["launchPartitionBackfill"]
+        if answer["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill not launched: {answer}")
+        return answer["backfillId"]
+
+    def launch_job(self, job: str, run_config: dict | None = None) -> str:
+        """What the UI's launchpad does; returns the run id."""
+        mutation = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "jobName": job}
+        answer = self.graphql(mutation, params={"selector": selector, "runConfigData": run_config or {}})["launchRun"]
+        if answer["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"{job} not launched: {answer}")
+        return answer["run"]["runId"]
+
     def daemon_healthy(self) -> bool:
         """The daemon's own heartbeats, as the webserver reports them (sensors, schedules, backfills, queue...)."""
         query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"

@@ -7,7 +7,7 @@ JARS_STAMP := .jars/.resolved
 
 .PHONY: setup tools jars demo test lint format down clean
 
-setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium
+setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium docker-compose
 
 # The JDK (Spark, Kafka) and Maven (jar resolution) come from the OS; install them when missing and allowed.
 tools:
@@ -63,7 +63,7 @@ $(SUPERSET_STAMP): superset/requirements.txt superset/constraints.txt
 	$(SUPERSET_VENV)/bin/pip check
 	touch $@
 
-.PHONY: superset-venv chromium superset-up superset-down compose-config
+.PHONY: superset-venv chromium docker-compose superset-up superset-down compose-config
 superset-venv: $(SUPERSET_STAMP)
 
 # Headless browser for the dashboard tests: Debian's chromium (never a downloaded browser build).
@@ -72,13 +72,19 @@ chromium:
 	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need chromium on PATH" >&2; exit 1; }; \
 	  apt-get update -q && apt-get install -y -q chromium; }
 
+# Debian's docker-compose: tests/test_compose.py validates docker-compose.yml with it (no Docker engine needed).
+docker-compose:
+	@command -v docker-compose >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need docker-compose on PATH" >&2; exit 1; }; \
+	  apt-get update -q && apt-get install -y -q docker-compose; }
+
 superset-up: setup superset-venv
 	$(BIN)/marketlake superset up
 
 superset-down:
 	-$(BIN)/marketlake superset down
 
-# Validates docker-compose.yml (Debian's docker-compose; no Docker engine is needed for `config`).
-compose-config:
-	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose
-	SUPERSET_SECRET_KEY=check-only-not-a-real-secret-0123456789 SUPERSET_ADMIN_PASSWORD=check docker-compose config -q
+# Validates docker-compose.yml with placeholder secrets (the real ones come from the environment at `up`).
+compose-config: docker-compose
+	DAGSTER_POSTGRES_PASSWORD=check SUPERSET_POSTGRES_PASSWORD=check SUPERSET_ADMIN_PASSWORD=check \
+	  SUPERSET_SECRET_KEY=check-only-not-a-real-secret-0123456789 docker-compose config -q

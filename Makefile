@@ -66,17 +66,20 @@ $(SUPERSET_STAMP): superset/requirements.txt superset/constraints.txt
 .PHONY: superset-venv chromium docker-compose superset-up superset-down compose-config
 superset-venv: $(SUPERSET_STAMP)
 
+# $(call debian,COMMAND): install Debian's package of that name when the command is missing and allowed.
+define debian
+@command -v $(1) >/dev/null || { \
+  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need $(1) on PATH" >&2; exit 1; }; \
+  apt-get update -q && apt-get install -y -q $(1); }
+endef
+
 # Headless browser for the dashboard tests: Debian's chromium (never a downloaded browser build).
 chromium:
-	@command -v chromium >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need chromium on PATH" >&2; exit 1; }; \
-	  apt-get update -q && apt-get install -y -q chromium; }
+	$(call debian,chromium)
 
-# Debian's docker-compose: tests/test_compose.py validates docker-compose.yml with it (no Docker engine needed).
+# tests/test_compose.py validates docker-compose.yml with `docker-compose config` (no Docker engine needed).
 docker-compose:
-	@command -v docker-compose >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need docker-compose on PATH" >&2; exit 1; }; \
-	  apt-get update -q && apt-get install -y -q docker-compose; }
+	$(call debian,docker-compose)
 
 superset-up: setup superset-venv
 	$(BIN)/marketlake superset up

@@ -173,6 +173,7 @@ def test_platform_containers_share_one_set_of_settings(services: dict[str, dict[
     assert instance["storage"] == {"postgres": {"postgres_url": {"env": "MARKETLAKE_DAGSTER_POSTGRES_URL"}}}
     server = workspace["load_from"][0]["grpc_server"]
     assert (server["host"], server["port"]) == ("code-location", int(code_port))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dagster.yaml", "workspace.yaml"], "temporary files left"
 
 
 def test_volumes(services: dict[str, dict[str, Any]]) -> None:

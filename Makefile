@@ -7,7 +7,7 @@ JARS_STAMP := .jars/.resolved
 
 .PHONY: setup tools jars demo test lint format down clean
 
-setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium
+setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium docker-compose
 
 # The JDK (Spark, Kafka) and Maven (jar resolution) come from the OS; install them when missing and allowed.
 tools:
@@ -63,14 +63,23 @@ $(SUPERSET_STAMP): superset/requirements.txt superset/constraints.txt
 	$(SUPERSET_VENV)/bin/pip check
 	touch $@
 
-.PHONY: superset-venv chromium superset-up superset-down compose-config
+.PHONY: superset-venv chromium docker-compose superset-up superset-down compose-config
 superset-venv: $(SUPERSET_STAMP)
+
+# $(call debian,COMMAND): install Debian's package of that name when the command is missing and allowed.
+define debian
+@command -v $(1) >/dev/null || { \
+  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need $(1) on PATH" >&2; exit 1; }; \
+  apt-get update -q && apt-get install -y -q $(1); }
+endef
 
 # Headless browser for the dashboard tests: Debian's chromium (never a downloaded browser build).
 chromium:
-	@command -v chromium >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "need chromium on PATH" >&2; exit 1; }; \
-	  apt-get update -q && apt-get install -y -q chromium; }
+	$(call debian,chromium)
+
+# tests/test_compose.py validates docker-compose.yml with `docker-compose config` (no Docker engine needed).
+docker-compose:
+	$(call debian,docker-compose)
 
 superset-up: setup superset-venv
 	$(BIN)/marketlake superset up
@@ -78,7 +87,7 @@ superset-up: setup superset-venv
 superset-down:
 	-$(BIN)/marketlake superset down
 
-# Validates docker-compose.yml (Debian's docker-compose; no Docker engine is needed for `config`).
-compose-config:
-	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose
-	SUPERSET_SECRET_KEY=check-only-not-a-real-secret-0123456789 SUPERSET_ADMIN_PASSWORD=check docker-compose config -q
+# Validates docker-compose.yml with placeholder secrets (the real ones come from the environment at `up`).
+compose-config: docker-compose
+	DAGSTER_POSTGRES_PASSWORD=check SUPERSET_POSTGRES_PASSWORD=check SUPERSET_ADMIN_PASSWORD=check \
+	  SUPERSET_SECRET_KEY=check-only-not-a-real-secret-0123456789 docker-compose config -q

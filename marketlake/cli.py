@@ -79,6 +79,18 @@ def up(
 
 
 @app.command()
+def init() -> None:
+    """Create the candle topic on the configured broker and the lake's missing tables (what `up` does before it
+    starts Dagster; docker-compose's one-shot `init` service runs it)."""
+    from marketlake.platform import prepare
+
+    settings = _settings()
+    prepare(settings)
+    typer.echo(f"topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers}: ready")
+    typer.echo(f"tables under {settings.lakehouse_root}: ready")
+
+
+@app.command()
 def down() -> None:
     """Stop everything `marketlake up` started (the runs of the stream and producer stop with Dagster)."""
     from marketlake.platform import down as platform_down

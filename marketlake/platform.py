@@ -34,19 +34,25 @@ def step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
     say(f"    done in {timings[what]:.1f} s")
 
 
-def up(settings: Settings, say: Say, superset: bool = True) -> dict[str, float]:
+def prepare(settings: Settings) -> None:
+    """What Dagster's runs and Superset's catalog expect to exist: the candle topic on the configured broker and the
+    lake's tables (both idempotent). `up` calls it once its broker runs; docker-compose runs `marketlake init`."""
     from lakehouse.spark import ensure_tables, get_spark
 
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    spark = get_spark(settings, "marketlake-init")
+    try:
+        ensure_tables(spark, settings)
+    finally:
+        spark.stop()
+
+
+def up(settings: Settings, say: Say, superset: bool = True) -> dict[str, float]:
     timings: dict[str, float] = {}
     with step(say, f"Kafka broker on {settings.kafka_bootstrap_servers}", timings):
         KafkaBroker.from_settings(settings).start()
-        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-    with step(say, f"lake tables under {settings.lakehouse_root}", timings):
-        spark = get_spark(settings, "marketlake-up")
-        try:
-            ensure_tables(spark, settings)
-        finally:
-            spark.stop()
+    with step(say, f"topic {settings.kafka_topic} and lake tables under {settings.lakehouse_root}", timings):
+        prepare(settings)
     dagster = Dagster(settings)
     with step(say, f"Dagster (code server, webserver, daemon) on {dagster.url}", timings):
         dagster.start()

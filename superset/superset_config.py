@@ -7,7 +7,10 @@ no default secret, metadata in SQLite under <home>/superset.
 import os
 
 SECRET_KEY = os.environ["SUPERSET_SECRET_KEY"]  # no default on purpose: Superset must not start with a known key
-SQLALCHEMY_DATABASE_URI = f"sqlite:///{os.environ['SUPERSET_HOME']}/superset.db?check_same_thread=false"
+# docker-compose keeps the metadata in Postgres; a local run keeps it in SQLite.
+SQLALCHEMY_DATABASE_URI = os.environ.get(
+    "SUPERSET_METADATA_DB_URI", f"sqlite:///{os.environ['SUPERSET_HOME']}/superset.db?check_same_thread=false"
+)
 DATA_DIR = os.environ["SUPERSET_HOME"]
 
 # Local single-node setup: no Celery, no Redis; an in-process cache is enough for one user.

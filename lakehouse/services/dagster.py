@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,16 +69,27 @@ def workspace_config(settings: Settings) -> dict:
     return {"load_from": [{"grpc_server": {"host": host, "port": int(port), "location_name": LOCATION}}]}
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write beside the file, then rename over it: in docker-compose the webserver and the daemon write the same
+    files on a shared volume at the same time, and neither may read the other's half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def write_config(settings: Settings) -> Path:
     """Writes dagster.yaml and workspace.yaml into dagster_home; returns the workspace file."""
     home = Path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(
+    _replace(
+        home / "dagster.yaml",
         "# Written by marketlake from its settings (lakehouse/services/dagster.py) at every start.\n"
-        + yaml.safe_dump(instance_config(settings), sort_keys=False)
+        + yaml.safe_dump(instance_config(settings), sort_keys=False),
     )
     workspace = home / "workspace.yaml"
-    workspace.write_text(yaml.safe_dump(workspace_config(settings), sort_keys=False))
+    _replace(workspace, yaml.safe_dump(workspace_config(settings), sort_keys=False))
     return workspace
 
 

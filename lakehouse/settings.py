@@ -63,6 +63,8 @@ class Settings:
     dagster_port: int = 3000
     dagster_postgres_url: str = ""
     dagster_code_server: str = "127.0.0.1:4000"  # where the code location's gRPC server listens
+    # A long-running run (stream, producer) that has not reported for this long is failed, then restarted.
+    dagster_heartbeat_timeout_s: int = 120
     # What the supervised producer run publishes: "live" (Binance), "replay" (replay_day from archive_dir, at
     # replay_speed market minutes per wall minute) or "off".
     producer: str = "live"

@@ -8,6 +8,7 @@
   default launcher has no health check at all: a run whose process was killed would stay "started" for ever.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,21 +22,19 @@ from dagster._serdes import ConfigurableClassData
 from lakehouse.services.dagster import HEARTBEAT_TAG, LONG_RUNNING_TAG
 from pipelines.stream_health import supervise
 
-HEARTBEAT_EVERY_S = 30.0
-
 
 @contextmanager
 def heartbeat(
-    context: dg.OpExecutionContext,
-    counters: Callable[[], Mapping[str, Any]] = dict,
-    every_s: float = HEARTBEAT_EVERY_S,
+    context: dg.OpExecutionContext, timeout_s: float, counters: Callable[[], Mapping[str, Any]] = dict
 ) -> Iterator[None]:
-    """While the block runs, tag the run every `every_s` with the time and `counters()` (shown on the runs page)."""
+    """While the block runs, tag the run with the time, its process id and `counters()` (shown on the runs page),
+    four times per heartbeat timeout (at most every 30 s)."""
     done = threading.Event()
+    every_s = min(timeout_s / 4, 30.0)
 
     def beat() -> None:
         while True:
-            tags = {HEARTBEAT_TAG: str(int(time.time()))}
+            tags = {HEARTBEAT_TAG: str(int(time.time())), "marketlake/pid": str(os.getpid())}
             try:
                 tags |= {f"marketlake/{name}": str(value) for name, value in counters().items()}
                 context.instance.add_run_tags(context.run_id, tags)

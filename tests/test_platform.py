@@ -2,19 +2,23 @@
 user has: Dagster's GraphQL API (what its UI calls), Superset's REST API, a headless browser, `marketlake status`.
 
 The real daemon's sensors start the stream and the producer (a replay of the crash day); a backfill of 2 days x
-2 symbols and a retraining run are launched while the stream runs. Every run must succeed, the stream run must
-still be the first one and running, silver and gold must hold each key exactly once, and the newest gold rows must
-carry the new thresholds version. Screenshots of the Dagster UI go to test-artifacts/dagster/.
+2 symbols and a retraining run are launched while the stream runs, then the next day is replayed with
+`marketlake replay`. Every run must succeed, the stream run must still be the first one and running, silver and
+gold must hold each key exactly once, and the day replayed after the retraining must carry the new thresholds
+version. Then the stream's process is killed: run monitoring fails the run and its sensor starts a new one.
+Screenshots of the Dagster UI go to test-artifacts/dagster/.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -35,9 +39,8 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dagster"
 SYMBOLS = ("FILUSDT", "NEARUSDT")
 HISTORY = ("2025-02-01", "2025-02-02")
 REPLAY_DAY = "2025-02-03"
-# Market minutes per wall minute: the day takes 6 minutes, long enough for the backfill and the retraining to
-# finish while candles still arrive, so the newest gold rows are scored with the new thresholds.
-REPLAY_SPEED = 240
+NEXT_DAY = "2025-02-04"
+REPLAY_SPEED = 720  # market minutes per wall minute: the day takes 2 minutes
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 ASSETS = [["bronze", "candles"], ["silver", "candles"]]
 
@@ -77,6 +80,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setting
         "MARKETLAKE_SUPERSET_PORT": str(free_port()),
         "MARKETLAKE_SYMBOLS": ",".join(SYMBOLS),
         "MARKETLAKE_BACKFILL_START": HISTORY[0],
+        "MARKETLAKE_DAGSTER_HEARTBEAT_TIMEOUT_S": "40",  # a dead run is noticed within a minute
     }
     settings = Settings.from_env(env)
     started = time.monotonic()
@@ -131,26 +135,41 @@ def test_the_platform_through_its_real_interfaces(platform: tuple[Settings, dict
     version = pc.max(table(settings, GOLD_THRESHOLDS).to_pyarrow_table(columns=["version"])["version"]).as_py()
     assert version == 1
 
-    # The replay ends (the producer run succeeds, and its sensor leaves it alone) and the stream catches up.
+    # The replay ends (the producer run succeeds, and its sensor leaves it alone); then a user replays the next day
+    # with `marketlake replay`: every one of its candles arrives after the retraining.
     wait_until("the replay", lambda: [r["status"] for r in job_runs(dagster, "run_producer_job")] == ["SUCCESS"], 900)
+    files = [str(PROJECT_ROOT / "data" / "sample" / "futures-um" / f"{s}-1m-{NEXT_DAY}.zip") for s in SYMBOLS]
+    subprocess.run([str(MARKETLAKE), "replay", *files, "--no-progress"], env=env, check=True, timeout=300)
     wait_until(
-        "the stream to catch up", lambda: lag(committed_offsets(checkpoint(settings)), end_offsets(settings)) == 0, 300
+        "the stream to catch up", lambda: lag(committed_offsets(checkpoint(settings)), end_offsets(settings)) == 0, 600
     )
     assert [(r["runId"], r["status"]) for r in job_runs(dagster, "run_stream_job")] == [(stream_run, "STARTED")]
 
-    # Silver holds the backfilled and the replayed days, gold the replayed day: every key exactly once.
+    # Silver holds the backfilled and the replayed days, gold the replayed days: every key exactly once; the day
+    # replayed after the retraining is scored with the new thresholds.
     silver = table(settings, SILVER_CANDLES).to_pandas(columns=["symbol", "open_time"])
     assert not silver.duplicated().any()
-    assert silver.groupby("symbol").size().to_dict() == {symbol: 3 * 1440 for symbol in SYMBOLS}
-    gold = table(settings, GOLD_SCORES).to_pandas(columns=["symbol", "open_time", "thresholds_version", "is_anomaly"])
+    assert silver.groupby("symbol").size().to_dict() == {symbol: 4 * 1440 for symbol in SYMBOLS}
+    gold = table(settings, GOLD_SCORES).to_pandas(columns=["symbol", "open_date", "open_time", "thresholds_version"])
     assert not gold[["symbol", "open_time"]].duplicated().any()
-    assert gold.groupby("symbol").size().to_dict() == {symbol: 1440 for symbol in SYMBOLS}
-    newest = gold.sort_values("open_time").groupby("symbol").tail(1)
-    assert (newest["thresholds_version"] == version).all(), newest
+    assert gold.groupby(["open_date", "symbol"]).size().to_dict() == {
+        (date.fromisoformat(day), symbol): 1440 for day in (REPLAY_DAY, NEXT_DAY) for symbol in SYMBOLS
+    }
+    assert (gold[gold["open_date"] == date.fromisoformat(NEXT_DAY)]["thresholds_version"] == version).all()
 
     # `marketlake status` tells the same story.
     status = subprocess.run([str(MARKETLAKE), "status"], env=env, capture_output=True, text=True, check=True).stdout
-    assert re.search(r"^stream\s+started", status, re.MULTILINE) and f"{REPLAY_DAY} 23:59" in status, status
+    assert re.search(r"^stream\s+started", status, re.MULTILINE) and f"{NEXT_DAY} 23:59" in status, status
+
+    # Run monitoring: the stream's process dies (kill -9). Its run is failed for its silent heartbeat and the sensor
+    # starts a new stream run, which resumes from the checkpoint.
+    tags = {t["key"]: t["value"] for t in job_runs(dagster, "run_stream_job")[0]["tags"]}
+    os.kill(int(tags["marketlake/pid"]), signal.SIGKILL)
+    wait_until(
+        "the dead stream run failed and a new one running",
+        lambda: [r["status"] for r in job_runs(dagster, "run_stream_job")] == ["STARTED", "FAILURE"],
+        timeout_s=600,
+    )
 
     # A Superset chart over gold returns rows.
     api = Superset(settings).api()

@@ -49,7 +49,7 @@ def instance_config(settings: Settings) -> dict:
         "run_launcher": {
             "module": "orchestration.supervision",
             "class": "SupervisedRunLauncher",
-            "config": {"stale_after_seconds": 120},
+            "config": {"stale_after_seconds": settings.dagster_heartbeat_timeout_s},
         },
         "run_monitoring": {
             "enabled": True,

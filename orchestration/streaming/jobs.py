@@ -33,7 +33,7 @@ def build_streaming(settings: Settings) -> tuple[list, list]:
     @dg.op(description="Runs the streaming job until the run is terminated from the UI.")
     def run_stream(context: dg.OpExecutionContext, pyspark: LazyPySparkResource) -> None:
         counters = StreamCounters()
-        with heartbeat(context, counters.snapshot):
+        with heartbeat(context, settings.dagster_heartbeat_timeout_s, counters.snapshot):
             spark = lakehouse_session(pyspark, settings)
             context.log.info(f"streaming {settings.kafka_topic} into {settings.lakehouse_root}")
             run_supervised(spark, settings, threading.Event(), on_batch=counters.add)
@@ -43,13 +43,13 @@ def build_streaming(settings: Settings) -> tuple[list, list]:
         if settings.producer == "replay":
             day = date.fromisoformat(settings.replay_day)
             context.log.info(f"replaying {day} of {settings.archive_dir} at {settings.replay_speed}x")
-            with heartbeat(context):
+            with heartbeat(context, settings.dagster_heartbeat_timeout_s):
                 result = replay_day(settings, day, threading.Event())
             context.log.info(f"replayed {result.sent} candles of {day}: {result.per_symbol}")
             return
         stats = LiveStats()
         context.log.info(f"publishing live candles of {', '.join(settings.symbols)} from {settings.binance_ws_url}")
-        with heartbeat(context, lambda: asdict(stats)):
+        with heartbeat(context, settings.dagster_heartbeat_timeout_s, lambda: asdict(stats)):
             produce_live(settings, threading.Event(), stats=stats)
 
     @dg.job(description="The long-running stream: Kafka -> bronze/silver/gold.", tags=LONG_RUNNING)

@@ -44,9 +44,8 @@ format: $(PY_STAMP)
 	$(BIN)/ruff format .
 
 down:
-	-$(BIN)/marketlake superset down
+	-$(BIN)/marketlake down
 	-$(BIN)/marketlake sql-server down
-	-$(BIN)/marketlake services down
 
 clean: down
 	rm -rf var .jars $(VENV) $(SUPERSET_VENV)

@@ -188,12 +188,10 @@ def screenshots(dagster: Dagster) -> None:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        for name, path, ready in (
-            ("asset-graph", "/asset-groups", "text=thresholds"),
-            ("runs", "/runs", "text=run_stream_job"),
-        ):
-            page.goto(f"{dagster.url}{path}")
-            page.wait_for_selector(ready, timeout=60_000)
-            page.wait_for_timeout(1500)  # let the graph lay itself out
+        for name, path in (("asset-graph", "/asset-groups"), ("runs", "/runs")):
+            page.goto(f"{dagster.url}{path}", wait_until="networkidle", timeout=120_000)
+            page.wait_for_timeout(3000)  # let the graph lay itself out
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+            if name == "runs":
+                page.wait_for_function("() => document.body.innerText.includes('run_stream_job')", timeout=60_000)
         browser.close()

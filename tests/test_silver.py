@@ -5,6 +5,7 @@ from datetime import datetime
 import pytest
 
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
+from pipelines.bronze import kafka_to_bronze
 from pipelines.silver import parse, quarantined, valid_candles
 from tests.bad_records import BAD_RECORDS, GOOD, variant
 
@@ -43,3 +44,38 @@ def test_every_bad_record_is_quarantined_with_its_reason(spark):
         assert offset in bad, f"not quarantined: {words}"
         assert words in bad[offset].reason, (words, bad[offset].reason)
         assert bad[offset].value == value  # the raw record is kept as received
+
+
+def kafka_rows(spark, records):
+    """Static rows with the Kafka source schema: (key bytes, value bytes) as a producer could have sent them."""
+    now = datetime(2026, 1, 1)
+    rows = [(key, value, "t", 0, offset, now, 0) for offset, (key, value) in enumerate(records)]
+    schema = (
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def test_any_kafka_bytes_become_a_bronze_row_and_a_quarantine_reason(spark):
+    good = variant().encode()
+    records = [
+        (b"FILUSDT", variant(open_time="yesterday").encode()),
+        (b"FILUSDT", variant(open_time=1.5e30).encode()),
+        (b"FILUSDT", variant(open_time=2**63 - 1).encode()),
+        (b"FILUSDT", b'{"symbol": "FILUSDT\xff\xfe", "open_time": 1738540800000}'),  # not UTF-8
+        (b"\xff\xfe", good),  # a key that is not UTF-8
+        (None, None),  # a tombstone
+        (b"FILUSDT", b"\x00" * 100),
+        (b"FILUSDT", good),
+    ]
+    bronze = kafka_to_bronze(kafka_rows(spark, records)).cache()
+    assert bronze.columns == BRONZE_CANDLES.columns and bronze.count() == len(records)
+    parsed = parse(bronze).cache()
+    reasons = {r.offset: r.reason for r in quarantined(parsed).collect()}
+    assert valid_candles(parsed).count() == 1
+    assert "wrong type: open_time" in reasons[0] and "wrong type: open_time" in reasons[1]
+    assert "times not a closed 1-minute candle" in reasons[2]
+    assert reasons[3] == "not valid UTF-8"
+    assert "key != symbol" in reasons[4]
+    assert reasons[5] == "malformed JSON" and reasons[6] == "malformed JSON"
+    assert len(reasons) == len(records) - 1

@@ -1,6 +1,7 @@
 """Bad candle records and the reason each must be quarantined with (shared by the silver and stream tests)."""
 
 import json
+from datetime import datetime
 
 GOOD = {
     "symbol": "FILUSDT", "interval": "1m", "open_time": 1738540800000, "close_time": 1738540859999,
@@ -55,3 +56,11 @@ BAD_RECORDS = [
     ("FILUSDT", "null", "malformed JSON"),
     ("FILUSDT", "", "malformed JSON"),
 ]
+
+
+def kafka_rows(spark, records):
+    """Static rows with the Kafka source schema: (key bytes, value bytes) as a producer could have sent them."""
+    now = datetime(2026, 1, 1)
+    rows = [(key, value, "t", 0, offset, now, 0) for offset, (key, value) in enumerate(records)]
+    schema = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+    return spark.createDataFrame(rows, schema + ", timestampType int")

@@ -7,7 +7,7 @@ import pytest
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.bronze import kafka_to_bronze
 from pipelines.silver import parse, quarantined, valid_candles
-from tests.bad_records import BAD_RECORDS, GOOD, variant
+from tests.bad_records import BAD_RECORDS, GOOD, kafka_rows, variant
 
 pytestmark = pytest.mark.spark
 
@@ -44,16 +44,6 @@ def test_every_bad_record_is_quarantined_with_its_reason(spark):
         assert offset in bad, f"not quarantined: {words}"
         assert words in bad[offset].reason, (words, bad[offset].reason)
         assert bad[offset].value == value  # the raw record is kept as received
-
-
-def kafka_rows(spark, records):
-    """Static rows with the Kafka source schema: (key bytes, value bytes) as a producer could have sent them."""
-    now = datetime(2026, 1, 1)
-    rows = [(key, value, "t", 0, offset, now, 0) for offset, (key, value) in enumerate(records)]
-    schema = (
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
-    )
-    return spark.createDataFrame(rows, schema)
 
 
 def test_any_kafka_bytes_become_a_bronze_row_and_a_quarantine_reason(spark):

@@ -140,7 +140,14 @@ class ThresholdsReader:
     def __call__(self, spark: SparkSession, settings: Settings) -> pd.DataFrame:
         version = log_version(spark, settings, GOLD_THRESHOLDS)
         if version != self.version:
-            self.frame, self.version = latest_thresholds(spark, settings), version
+            try:
+                self.frame, self.version = latest_thresholds(spark, settings), version
+            except Exception as error:
+                if self.version is None:  # nothing to keep: the query stops and restarts
+                    raise
+                # A version that cannot be read (e.g. a corrupted file) leaves the last good one in force; it is
+                # tried again at the next batch.
+                log.error("thresholds v%s unreadable, keeping v%s: %s", version, self.version, _first_line(error))
         return self.frame
 
 

@@ -3,6 +3,9 @@
 import json
 from datetime import datetime
 
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
 GOOD = {
     "symbol": "FILUSDT", "interval": "1m", "open_time": 1738540800000, "close_time": 1738540859999,
     "open": 3.1, "high": 3.2, "low": 3.0, "close": 3.15, "volume": 1000.0, "quote_volume": 3100.0,
@@ -64,3 +67,45 @@ def kafka_rows(spark, records):
     rows = [(key, value, "t", 0, offset, now, 0) for offset, (key, value) in enumerate(records)]
     schema = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
     return spark.createDataFrame(rows, schema + ", timestampType int")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+# Odd numbers and numeric text: what a broken or hostile producer could put in a numeric field.
+odd_values = json_values | st.sampled_from(
+    ["yesterday", "", "NaN", "Infinity", "1e400", "-0", "1.5e30", 1.5e30, 1.7e308, -(2**63) - 1, 2**63, 2**200, 3.5]
+)
+
+
+@st.composite
+def mutated_candles(draw) -> str:
+    """GOOD with one field replaced by an arbitrary value, or removed."""
+    name = draw(st.sampled_from(sorted(GOOD)))
+    return variant(**{name: ... if draw(st.booleans()) else draw(odd_values)})
+
+
+kafka_values = st.one_of(
+    st.none(),
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    json_values.map(json.dumps).map(str.encode),
+    mutated_candles().map(str.encode),
+    st.just(variant().encode()),
+)
+kafka_records = st.tuples(st.none() | st.just(b"FILUSDT") | st.binary(max_size=12), kafka_values)
+
+
+def examples(strategy, count: int) -> list:
+    """Up to `count` examples drawn by hypothesis, to be checked together (one Spark job instead of one each)."""
+    drawn = []
+
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate])
+    @given(strategy)
+    def draw(example):
+        drawn.append(example)
+
+    draw()
+    return drawn

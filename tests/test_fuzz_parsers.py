@@ -23,22 +23,13 @@ from pipelines.backfill import check_archive
 from pipelines.binance_rest import BinanceRestError, next_cursor
 from pipelines.candles import MESSAGE_FIELDS, BadCandle, encode, from_kline_row, now_ms
 from pipelines.live import LiveProducer, MalformedMessage, parse_message
+from tests.bad_records import json_values, odd_values
 from tests.binance_server import kline_event, rest_row, sample_rows
 from tests.conftest import SAMPLE
 
 ROWS = sample_rows(("FILUSDT",), minutes=3)["FILUSDT"]
 EVENT = kline_event("FILUSDT", ROWS[0], 1.0)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=10,
-)
-# Odd numbers and numeric text: what a broken or hostile server could put in a numeric field.
-odd_values = json_values | st.sampled_from(
-    ["yesterday", "", "NaN", "Infinity", "1e400", "-0", "1.5e30", 1.5e30, 1.7e308, -(2**63) - 1, 2**63, 2**200, 3.5]
-)
 
 
 def assert_candle(candle: dict) -> None:

@@ -2,12 +2,13 @@
 
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.bronze import kafka_to_bronze
 from pipelines.silver import parse, quarantined, valid_candles
-from tests.bad_records import BAD_RECORDS, GOOD, kafka_rows, variant
+from tests.bad_records import BAD_RECORDS, GOOD, examples, kafka_records, kafka_rows, variant
 
 pytestmark = pytest.mark.spark
 
@@ -69,3 +70,19 @@ def test_any_kafka_bytes_become_a_bronze_row_and_a_quarantine_reason(spark):
     assert "key != symbol" in reasons[4]
     assert reasons[5] == "malformed JSON" and reasons[6] == "malformed JSON"
     assert len(reasons) == len(records) - 1
+
+
+def test_fuzzed_kafka_records_become_plausible_candles_or_quarantine_rows(spark):
+    records = examples(kafka_records, 150)
+    parsed = parse(kafka_to_bronze(kafka_rows(spark, records))).cache()
+    rows = parsed.select("offset", "reason", *SILVER_CANDLES.columns).toPandas()
+    assert len(rows) == len(records)
+    valid = rows[rows["reason"].isna()]
+    assert len(valid) and valid[SILVER_CANDLES.columns].notna().all().all()
+    spark.createDataFrame(valid[SILVER_CANDLES.columns], SILVER_CANDLES.schema)  # fits silver's non-null schema
+    numbers = valid[["open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume"]].to_numpy()
+    assert np.isfinite(numbers**2 * 1e9).all()  # a billion squares still sum to a finite number
+    assert (valid["low"] <= valid[["open", "close"]].min(axis=1)).all()
+    quarantine = quarantined(parsed).toPandas()
+    assert sorted(quarantine["offset"]) == sorted(rows.loc[rows["reason"].notna(), "offset"])
+    assert quarantine["reason"].str.len().gt(0).all()

@@ -26,14 +26,17 @@ def timestamp_or_null(ms: Column) -> Column:
 
 def as_text(raw: Column) -> Column:
     """Kafka bytes -> a string every reader can read (invalid UTF-8 sequences replaced by U+FFFD)."""
-    return F.make_valid_utf8(raw.cast("string"))
+    text = raw.cast("string")
+    return F.when(F.is_valid_utf8(text), text).otherwise(F.make_valid_utf8(text))  # a copy only when needed
 
 
 def kafka_to_bronze(records: DataFrame) -> DataFrame:
     """`records` has the Kafka source schema (key, value, topic, partition, offset, timestamp, ...)."""
     value = as_text(F.col("value"))
     # Only records small enough to be a candle are looked into; try_cast: "yesterday", [1,2] or 1.5e30 -> null.
-    open_time_ms = F.when(F.length(value) <= MAX_RECORD_BYTES, F.get_json_object(value, "$.open_time")).try_cast("long")
+    open_time_ms = F.when(F.octet_length(value) <= MAX_RECORD_BYTES, F.get_json_object(value, "$.open_time")).try_cast(
+        "long"
+    )
     return records.select(
         F.lit("kafka").alias("source"),
         as_text(F.col("key")).alias("symbol"),

@@ -35,31 +35,35 @@ MAX_VOLUME = 1e18
 MAX_TRADES = 1_000_000_000
 EARLIEST_MS = 1_230_940_800_000  # 2009-01-03, Bitcoin's first block: no crypto candle is older
 LIVE_SOURCES = ("live", "gapfill")
-# A live candle is at most this old (Kafka's default retention is 7 days) and closes at most this far ahead of
-# this machine's clock (the producer's clock may run ahead).
-LIVE_MAX_AGE = "8 days"
-LIVE_MAX_AHEAD = "5 minutes"
+# Times are judged against the record's ingestion time (bronze's ingested_at, this machine's clock). A live candle
+# is at most 8 days old (Kafka's default retention is 7) and closes at most 5 minutes ahead (the producer's clock
+# may run ahead); no candle closes more than a day ahead.
+MINUTE_MS, DAY_MS = 60_000, 86_400_000
+LIVE_MAX_AGE_MS, LIVE_MAX_AHEAD_MS, MAX_AHEAD_MS = 8 * DAY_MS, 5 * MINUTE_MS, DAY_MS
 
 
 def parse(bronze: DataFrame) -> DataFrame:
     """bronze rows -> typed candle columns plus `reason` (null when the record is a valid candle)."""
-    text, columns = _parse_columns()
-    return bronze.select("*", text).select(*columns)
+    text, typed, columns = _parse_columns()
+    return bronze.select("*", text).select("*", *typed).select(*columns)
 
 
 @functools.cache
-def _parse_columns() -> tuple[Column, list[Column | str]]:
+def _parse_columns() -> tuple[Column, list[Column], list[Column | str]]:
     """The parsing expressions, built once: building them is thousands of calls into the JVM (~1 s), which every
     micro-batch of the stream would pay again. They refer to columns by name only, so any bronze frame can use them.
     """
-    small = F.length("value") <= MAX_RECORD_BYTES
+    small = F.octet_length("value") <= MAX_RECORD_BYTES
     # bronze replaced undecodable bytes by U+FFFD; a candle has no reason to carry that character.
     utf8 = F.instr("value", "\ufffd") == 0
     is_object = small & utf8 & F.expr("try_parse_json(value)").isNotNull() & F.col("value").rlike(r"^\s*\{")
     text = F.when(is_object, F.from_json("value", _AS_TEXT)).alias("j")
 
-    typed = {name: F.col(f"j.{name}").try_cast("double") for name in DOUBLES}
-    typed |= {name: F.col(f"j.{name}").try_cast("long") for name in LONGS}
+    # Each value is cast once, in a projection of its own: the rules refer to it many times, and Spark does not
+    # inline a cast referenced more than once (each reference would parse the text again).
+    casts = {name: F.col(f"j.{name}").try_cast("double") for name in DOUBLES}
+    casts |= {name: F.col(f"j.{name}").try_cast("long") for name in LONGS}
+    typed = {name: F.col(f"_{name}") for name in casts}
     typed["symbol"] = F.col("j.symbol")
 
     def missing(name: str) -> Column:
@@ -71,10 +75,12 @@ def _parse_columns() -> tuple[Column, list[Column | str]]:
     price = [typed[c] for c in ("open", "high", "low", "close")]
     volumes = [typed[c] for c in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")]
     open_ms, close_ms = typed["open_time"], typed["close_time"]
+    # A column, not current_timestamp(): comparing with it costs no more than the other rules (measured).
+    ingested_ms = F.unix_millis("ingested_at")
     source = F.coalesce(F.col("j.source"), F.col("source"))
     live = source.isin(*LIVE_SOURCES)
     rules: list[tuple[Column, Column | str]] = [
-        (~small, F.format_string("oversized record (%d bytes)", F.length("value"))),
+        (~small, F.format_string("oversized record (%d bytes)", F.octet_length("value"))),
         (small & ~utf8, "not valid UTF-8"),
         (small & utf8 & ~is_object, "malformed JSON"),
         (is_object & _any(missing(n) for n in REQUIRED), _names("missing field", REQUIRED, missing)),
@@ -99,36 +105,40 @@ def _parse_columns() -> tuple[Column, list[Column | str]]:
         (F.col("j.interval").isNotNull() & (F.col("j.interval") != "1m"), "interval is not 1m"),
         (~missing("source") & ~F.col("j.source").rlike(SOURCE_PATTERN), "unreadable source"),
         (
-            (open_ms % 60_000 != 0) | (close_ms != F.try_add(open_ms, F.lit(59_999))),
+            (open_ms % MINUTE_MS != 0) | (close_ms != F.try_add(open_ms, F.lit(MINUTE_MS - 1))),
             "times not a closed 1-minute candle",
         ),
-        ((open_ms < EARLIEST_MS) | (close_ms > _now_ms("1 day")), "time before 2009 or in the future"),
+        ((open_ms < EARLIEST_MS) | (close_ms > ingested_ms + MAX_AHEAD_MS), "time before 2009 or in the future"),
         (
-            live & ((open_ms < _now_ms(f"-{LIVE_MAX_AGE}")) | (close_ms > _now_ms(LIVE_MAX_AHEAD))),
-            f"live candle not within {LIVE_MAX_AGE} before now .. {LIVE_MAX_AHEAD} ahead",
+            live & ((open_ms < ingested_ms - LIVE_MAX_AGE_MS) | (close_ms > ingested_ms + LIVE_MAX_AHEAD_MS)),
+            "live candle not within 8 days before its ingestion .. 5 minutes after",
         ),
     ]
     reason = F.concat_ws("; ", *[F.when(cond, r if isinstance(r, Column) else F.lit(r)) for cond, r in rules])
 
     ts = timestamp_or_null
-    return text, [
-        typed["symbol"].alias("symbol"),
-        ts(typed["open_time"]).alias("open_time"),
-        ts(typed["close_time"]).alias("close_time"),
-        *[typed[n].alias(n) for n in ("open", "high", "low", "close", "volume", "quote_volume", "trades")],
-        *[typed[n].alias(n) for n in ("taker_buy_volume", "taker_buy_quote_volume")],
-        source.alias("source"),
-        F.col("source").alias("bronze_source"),
-        F.col("symbol").alias("key"),
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "kafka_timestamp",
-        "ingested_at",
-        F.to_date(ts(typed["open_time"])).alias("open_date"),
-        F.when(reason != "", reason).alias("reason"),
-    ]
+    return (
+        text,
+        [cast.alias(f"_{name}") for name, cast in casts.items()],
+        [
+            typed["symbol"].alias("symbol"),
+            ts(typed["open_time"]).alias("open_time"),
+            ts(typed["close_time"]).alias("close_time"),
+            *[typed[n].alias(n) for n in ("open", "high", "low", "close", "volume", "quote_volume", "trades")],
+            *[typed[n].alias(n) for n in ("taker_buy_volume", "taker_buy_quote_volume")],
+            source.alias("source"),
+            F.col("source").alias("bronze_source"),
+            F.col("symbol").alias("key"),
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            "kafka_timestamp",
+            "ingested_at",
+            F.to_date(ts(typed["open_time"])).alias("open_date"),
+            F.when(reason != "", reason).alias("reason"),
+        ],
+    )
 
 
 def valid_candles(parsed: DataFrame) -> DataFrame:
@@ -151,11 +161,6 @@ def quarantined(parsed: DataFrame) -> DataFrame:
         )
         .select(*SILVER_QUARANTINE.columns)
     )
-
-
-def _now_ms(offset: str) -> Column:
-    """This query's current time plus an interval (e.g. "-8 days"), in epoch milliseconds."""
-    return F.unix_millis(F.current_timestamp() + F.expr(f"INTERVAL '{offset}'"))
 
 
 def _any(conditions: Iterable[Column]) -> Column:

@@ -169,15 +169,9 @@ class FailureKind(StrEnum):
     INFRASTRUCTURE = "infrastructure"
 
 
-# Raised by the environment, whatever the records hold; checked first, as their messages may quote a record.
-_INFRASTRUCTURE_TYPES: tuple[type[BaseException], ...] = (OSError, MemoryError, InterruptedError)
-_INFRASTRUCTURE_MARKERS = (
-    "java.io.IOException", "java.net.", "java.util.concurrent.TimeoutException", "org.apache.kafka.",
-    "KafkaException", "io.delta.exceptions.Concurrent", "ConcurrentAppendException", "ConcurrentDeleteReadException",
-    "ConcurrentModificationException", "ConcurrentTransactionException", "MetadataChangedException",
-    "ProtocolChangedException", "DELTA_CONCURRENT", "OutOfMemoryError", "SparkContext was shut down",
-    "Py4JNetworkError", "No space left on device", "Connection refused",
-)  # fmt: skip
+# Raised by the environment, whatever the records hold. Errors of Kafka, Delta (concurrent commits), the JVM or
+# Spark arrive as other exception types and, not being known as data errors, count as infrastructure too.
+_INFRASTRUCTURE_TYPES: tuple[type[BaseException], ...] = (OSError, MemoryError)
 # What a value in a record can raise: Python's value errors (pandas, Arrow, conversions) and SQLSTATE class 22,
 # "data exception", which Spark gives CAST_INVALID_INPUT, ARITHMETIC_OVERFLOW, DIVIDE_BY_ZERO, DATETIME_OVERFLOW...
 _DATA_TYPES: tuple[type[BaseException], ...] = (ValueError, TypeError, ArithmeticError, LookupError)
@@ -186,15 +180,18 @@ _DATA_SQLSTATE = re.compile(r"SQLSTATE: 22[0-9A-Z]{3}")
 
 def failure_kind(error: BaseException) -> FailureKind:
     """Whether a failed micro-batch failed on its data (retry, then quarantine its records) or on infrastructure
-    (stop; restart from the checkpoint). Unknown errors count as infrastructure: stopping skips nothing."""
+    (stop; restart from the checkpoint). Unknown errors count as infrastructure: stopping skips nothing.
+    Structured signs (SQLSTATE, exception types) are read before message text, which may quote a record: a value
+    such as "java.io.IOException" in a record cannot make its data error pass for infrastructure."""
     chain = _chain(error)
-    text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)
-    if any(isinstance(e, _INFRASTRUCTURE_TYPES) for e in chain) or any(m in text for m in _INFRASTRUCTURE_MARKERS):
-        return FailureKind.INFRASTRUCTURE
-    sqlstates = [str(_sqlstate(e)) for e in chain]
-    if any(s.startswith("22") for s in sqlstates) or _DATA_SQLSTATE.search(text):
+    if any(str(_sqlstate(e)).startswith("22") for e in chain):
         return FailureKind.DATA
+    if any(isinstance(e, _INFRASTRUCTURE_TYPES) for e in chain):
+        return FailureKind.INFRASTRUCTURE
     if any(isinstance(e, _DATA_TYPES) for e in chain):
+        return FailureKind.DATA
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)  # e.g. a Py4JJavaError's Java exception
+    if _DATA_SQLSTATE.search(text):
         return FailureKind.DATA
     return FailureKind.INFRASTRUCTURE
 

@@ -34,6 +34,7 @@ DATA = [
     RuntimeError("[CAST_INVALID_INPUT] The value 'yesterday' of the type \"STRING\" cannot be cast. SQLSTATE: 22018"),
     RuntimeError("[ARITHMETIC_OVERFLOW] long overflow. SQLSTATE: 22003"),
     raised(RuntimeError("batch failed"), ValueError("bad value")),
+    ValueError("could not convert 'java.io.IOException: Connection refused' to float"),  # a record's text
 ]
 INFRASTRUCTURE = [
     ConnectionRefusedError("[Errno 111] Connection refused"),

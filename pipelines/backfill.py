@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,8 +27,9 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import merge_into
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.archives import ArchiveFile, find_archives
+from pipelines.archives import ArchiveError, ArchiveFile, find_archives
 from pipelines.binance_rest import BinanceRest
+from pipelines.bronze import timestamp_or_null
 from pipelines.candles import KLINE_COLUMNS
 from pipelines.silver import parse, quarantined, valid_candles
 
@@ -74,6 +76,19 @@ class LocalArchives:
                     yield f"archive:{archive.path.name}", row
 
 
+def check_archive(url: str, payload: bytes, expected_sha256: str) -> None:
+    """Raises ArchiveError unless the payload has the published SHA-256 and is a zip whose members read back."""
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected_sha256.lower():
+        raise ArchiveError(f"checksum mismatch for {url}: expected {expected_sha256[:64]}, got {actual}")
+    try:
+        bad = zipfile.ZipFile(io.BytesIO(payload)).testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ArchiveError(f"{url}: not a readable zip: {exc}") from None
+    if bad is not None:
+        raise ArchiveError(f"{url}: {bad} fails its CRC check")
+
+
 @dataclass(frozen=True)
 class BinanceArchives:
     """Binance's public archives: the daily zip of the day, else the monthly zip, each checked against its
@@ -95,17 +110,16 @@ class BinanceArchives:
             with urllib.request.urlopen(url, timeout=60) as response:
                 payload = response.read()
             with urllib.request.urlopen(url + ".CHECKSUM", timeout=60) as response:
-                expected = response.read().decode().split()[0]
+                expected = (response.read().decode("ascii", errors="replace").split() or ["(empty)"])[0]
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return None
             raise
-        actual = hashlib.sha256(payload).hexdigest()
-        if actual != expected:
-            raise ValueError(f"checksum mismatch for {url}: expected {expected}, got {actual}")
-        zipfile.ZipFile(io.BytesIO(payload)).testzip()
+        check_archive(url, payload, expected)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(payload)
+        partial = target.with_suffix(".part")  # a crash mid-write must not leave a truncated zip in the cache
+        partial.write_bytes(payload)
+        partial.replace(target)
         return target
 
     def rows(self, symbol: str, day: date) -> Iterator[tuple[str, list[str]]]:
@@ -130,8 +144,13 @@ class BinanceRestKlines:
         start, end = day_bounds_ms(day)
         now = int(time.time() * 1000)
         for row in BinanceRest(self.base_url).klines(symbol, "1m", start, end):
-            if int(row[6]) < now:
-                yield "rest", [str(v) for v in row]
+            fields = [str(v) for v in row] if isinstance(row, list) else [str(row)]
+            try:
+                closed = int(fields[6]) < now
+            except (ValueError, IndexError):
+                closed = True  # unreadable: kept as received, silver quarantines it with the reason
+            if closed:
+                yield "rest", fields
 
 
 @dataclass
@@ -162,7 +181,7 @@ def to_bronze(spark: SparkSession, records: list[tuple[str, str, list[str]]]) ->
     return frame.select(
         "source",
         "symbol",
-        F.timestamp_millis(open_ms).alias("open_time"),
+        timestamp_or_null(open_ms).alias("open_time"),
         "value",
         F.lit(None).cast("string").alias("topic"),
         F.lit(None).cast("int").alias("partition"),

@@ -51,6 +51,19 @@ def backoff_delay(attempt: int, initial_s: float, maximum_s: float, rand: Callab
     return capped / 2 + rand() * capped / 2
 
 
+def next_cursor(page: list[Any], cursor: int) -> int:
+    """The startTime of the page after a full one: past its last row's open time. A last row without a readable
+    open time, or one that does not move forward, cannot be paged past (paging on would loop or skip)."""
+    last = page[-1]
+    try:
+        opened = int(last[0]) if isinstance(last, list) and not isinstance(last[0], bool) else None
+    except (ValueError, TypeError, OverflowError, IndexError):
+        opened = None
+    if opened is None or opened < cursor:
+        raise BinanceRestError(f"{KLINES_PATH}: cannot page past a last row of {str(last)[:100]} (from {cursor})")
+    return opened + 1
+
+
 def weight_pause(used: int, limit: int, now_s: float, headroom: float = 0.1) -> float:
     """Seconds to wait before the next request: none while the minute's used weight is below the limit minus the
     headroom, else until the weight counter resets at the next minute boundary."""
@@ -101,7 +114,7 @@ class BinanceRest:
             yield from rows
             if len(rows) < PAGE_SIZE:
                 return
-            cursor = int(rows[-1][0]) + 1
+            cursor = next_cursor(rows, cursor)
 
     def get(self, path: str, params: dict[str, Any]) -> Any:
         """GET a JSON document, retrying rate limits (honouring Retry-After), server errors and network errors."""
@@ -131,7 +144,10 @@ class BinanceRest:
                 pause = weight_pause(int(used), self.weight_limit, time.time())
                 if pause:
                     self._wait(pause, f"used weight {used} of {self.weight_limit} this minute")
-            return response.json()
+            try:
+                return response.json()
+            except (ValueError, RecursionError) as exc:  # not JSON (or nested deeper than Python's stack)
+                raise BinanceRestError(f"{path} {params}: the answer is not JSON: {str(exc)[:200]}") from None
         raise BinanceRestError(f"{path} {params}: no answer after {self.max_attempts} attempts")
 
     def _wait(self, seconds: float, why: str) -> None:

@@ -190,11 +190,19 @@ def _median(values: pd.Series) -> float:
     return float(values.median()) if len(values) else np.nan
 
 
-def degenerate(thresholds: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
-    """Threshold rows that must not be used, with the reason: zero/NaN scales or limits, too few rows."""
-    bad_value = thresholds[THRESHOLD_COLUMNS].isna().any(axis=1) | (thresholds[POSITIVE_COLUMNS] <= 0).any(axis=1)
+def degenerate(thresholds: pd.DataFrame, config: DetectionConfig, optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Threshold rows that must not be used, with the reason: zero, negative, NaN or infinite scales or limits, too
+    few rows. Columns in `optional` may be NaN (a version trained before they were kept), else must be valid too."""
+    values = thresholds[THRESHOLD_COLUMNS].astype("float64")
+    bad_value = (
+        values.drop(columns=list(optional)).isna().any(axis=1)
+        | np.isinf(values).any(axis=1)
+        | (values[POSITIVE_COLUMNS] <= 0).any(axis=1)
+    )
     few_rows = thresholds["train_rows"] < config.min_train_rows
-    reasons = np.where(bad_value, "zero or NaN statistic", np.where(few_rows, "too few training rows", ""))
+    reasons = np.where(
+        bad_value, "zero, negative, NaN or infinite statistic", np.where(few_rows, "too few training rows", "")
+    )
     return thresholds.assign(reason=reasons)[bad_value | few_rows]
 
 

@@ -27,7 +27,7 @@ from websocket import ABNF, WebSocketException
 
 from lakehouse.settings import Settings
 from pipelines.binance_rest import BinanceRest, BinanceRestError, backoff_delay, interval_ms, kline_aligned
-from pipelines.candles import from_kline_row, from_ws_kline, now_ms
+from pipelines.candles import BadCandle, from_kline_row, from_ws_kline, now_ms
 from pipelines.kafka_io import make_producer, publish
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class LiveStats:
     messages: int = 0  # data frames received
     published: int = 0  # closed candles from the stream sent to Kafka
     gap_filled: int = 0  # closed candles fetched from REST after a gap and sent to Kafka
-    malformed: int = 0
+    malformed: int = 0  # frames that are not a kline event: counted, logged and skipped (they never reach Kafka)
+    rejected: int = 0  # REST gap-fill rows that are not a candle: counted, logged and skipped
     reconnects: int = 0  # connections opened after the first one
     duplicates: int = 0  # closed candles not sent again because that minute was already sent
     unfilled: int = 0  # minutes REST could not supply (left for the historical backfill)
@@ -89,8 +90,8 @@ def parse_message(raw: str | bytes, interval: str, received_at: int) -> KlineEve
     (`{"result": null, "id": 1}`). Anything else that is not a well-formed kline event raises MalformedMessage."""
     try:
         message = json.loads(raw)
-    except ValueError as exc:  # includes bytes that are not UTF-8
-        raise MalformedMessage(f"not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bytes that are not UTF-8; nesting deeper than Python's stack
+        raise MalformedMessage(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise MalformedMessage(f"not a JSON object: {type(message).__name__}")
     if "id" in message and "result" in message:
@@ -103,8 +104,8 @@ def parse_message(raw: str | bytes, interval: str, received_at: int) -> KlineEve
         raise MalformedMessage(f"k.x is {k.get('x')!r}, expected a boolean")
     try:
         candle = from_ws_kline(data, received_at)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedMessage(f"bad kline field: {exc!r}") from exc
+    except BadCandle as exc:
+        raise MalformedMessage(f"bad kline field: {exc}") from None
     if candle["interval"] != interval or str(data.get("s", "")).upper() != candle["symbol"]:
         raise MalformedMessage(f"unexpected stream: symbol {data.get('s')!r}, interval {candle['interval']!r}")
     # A minute that is misaligned or in the future would make the gap fill skip real minutes.
@@ -250,11 +251,16 @@ class LiveProducer:
         filled = 0
         try:
             for row in self.rest.klines(symbol, self.settings.interval, start, end):
-                candle = from_kline_row(symbol, row, "gapfill", self.settings.interval)
+                try:
+                    candle = from_kline_row(symbol, row, "gapfill", self.settings.interval)
+                except BadCandle as exc:  # one bad row costs its minute, not the rest of the gap
+                    self.stats.rejected += 1
+                    log.warning("live: REST row of %s is not a candle (%s); skipped", symbol, exc)
+                    continue
                 if self.next_open[symbol] <= candle["open_time"] < end:
                     self._send(candle)
                     filled += 1
-        except (BinanceRestError, requests.RequestException, ValueError, TypeError, IndexError) as exc:
+        except (BinanceRestError, requests.RequestException) as exc:
             log.error("live: gap fill of %s stopped: %s", symbol, exc)
         self.stats.gap_filled += filled
         if filled < missing:

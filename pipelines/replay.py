@@ -9,6 +9,7 @@ history is replayed. A speed factor paces the replay on market time (speed=60: o
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import threading
@@ -37,6 +38,7 @@ class ReplayResult:
     first_open_time: int | None
     last_open_time: int | None
     seconds: float
+    rejected: int = 0  # archive rows that were not candles (or unreadable rest of a file): skipped and logged
 
     @property
     def candles_per_s(self) -> float:
@@ -51,14 +53,17 @@ def archive_files(paths: Iterable[str | Path]) -> list[ArchiveFile]:
     return files
 
 
-def archive_candles(files: Iterable[ArchiveFile]) -> Iterator[dict[str, Any]]:
+def archive_candles(files: Iterable[ArchiveFile], rejected: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Candles of archive files in event-time order across symbols; a minute covered by two files of the same
-    symbol (a monthly and a daily archive) is read once."""
+    symbol (a monthly and a daily archive) is read once. Rows that are not candles are skipped, their reasons
+    added to `rejected`."""
     by_symbol: dict[str, list[ArchiveFile]] = {}
     for f in files:
         by_symbol.setdefault(f.symbol, []).append(f)
     streams = [
-        _increasing(itertools.chain.from_iterable(f.candles() for f in sorted(group, key=lambda f: f.days)))
+        _increasing(
+            itertools.chain.from_iterable(f.candles(rejected=rejected) for f in sorted(group, key=lambda f: f.days))
+        )
         for group in by_symbol.values()
     ]
     return heapq.merge(*streams, key=_order)
@@ -112,7 +117,10 @@ def replay_archives(
 ) -> ReplayResult:
     """Replay archive files (or folders of them) into the settings' topic with a producer of its own."""
     files = archive_files(paths)
-    return _replay_into_topic(settings, archive_candles(files), estimated_count(files), speed, progress, stop)
+    rejected: list[str] = []
+    candles = archive_candles(files, rejected)
+    result = _replay_into_topic(settings, candles, estimated_count(files), speed, progress, stop)
+    return dataclasses.replace(result, rejected=len(rejected))
 
 
 def replay_day(settings: Settings, day: date, stop: threading.Event | None = None) -> ReplayResult:

@@ -9,17 +9,29 @@ that tests call on static DataFrames too. Exactly once, end to end:
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
 Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
 one: a recalibration applies from the next batch on, without a restart.
+
+No record can stop the stream. Bronze and silver are total (any bytes become a bronze row and a silver candle or
+a quarantine row with a reason). Should a batch still fail, `failure_kind` decides what the failure is tied to:
+- data (an error a value in a record can cause: Spark's SQLSTATE class 22 "data exception", e.g.
+  CAST_INVALID_INPUT, ARITHMETIC_OVERFLOW, DIVIDE_BY_ZERO; Python's ValueError, TypeError, ArithmeticError,
+  LookupError, e.g. from pandas or Arrow): the batch is retried once, then every record of it goes to bronze and
+  to quarantine with the error as its reason, and the stream moves on;
+- infrastructure (anything else: Kafka, disk and network I/O, Delta's concurrent-commit conflicts, memory, a
+  stopped Spark context, or an error not known to be about data): raised, so the query stops and restarts from
+  its checkpoint without skipping anything.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -105,6 +117,8 @@ class BatchResult:
     thresholds_versions: tuple[int, ...]
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
+    data_failures: int = 0  # attempts of this batch that failed on its data (see failure_kind)
+    isolated: int = 0  # records quarantined because their batch failed twice on its data
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -149,7 +163,14 @@ class ThresholdsReader:
     def __call__(self, spark: SparkSession, settings: Settings) -> pd.DataFrame:
         version = log_version(spark, settings, GOLD_THRESHOLDS)
         if version != self.version:
-            self.frame, self.version = latest_thresholds(spark, settings), version
+            try:
+                self.frame, self.version = latest_thresholds(spark, settings), version
+            except Exception as error:
+                if self.version is None:  # nothing to keep: the query stops and restarts
+                    raise
+                # A version that cannot be read (e.g. a corrupted file) leaves the last good one in force; it is
+                # tried again at the next batch.
+                log.error("thresholds v%s unreadable, keeping v%s: %s", version, self.version, _first_line(error))
         return self.frame
 
 
@@ -160,6 +181,64 @@ class QueryState:
         self.thresholds = ThresholdsReader()
         # Twice the context a batch needs: candles up to history_minutes late are still served from memory.
         self.tail = SilverTail(behind_minutes=2 * config.history_minutes)
+
+    def forget(self) -> None:
+        """After a failed attempt: the tail may hold half of it, so the next batch reads silver again."""
+        self.tail.clear()
+
+
+class FailureKind(StrEnum):
+    DATA = "data"
+    INFRASTRUCTURE = "infrastructure"
+
+
+# Raised by the environment, whatever the records hold. Errors of Kafka, Delta (concurrent commits), the JVM or
+# Spark arrive as other exception types and, not being known as data errors, count as infrastructure too.
+_INFRASTRUCTURE_TYPES: tuple[type[BaseException], ...] = (OSError, MemoryError)
+# What a value in a record can raise: Python's value errors (pandas, Arrow, conversions) and SQLSTATE class 22,
+# "data exception", which Spark gives CAST_INVALID_INPUT, ARITHMETIC_OVERFLOW, DIVIDE_BY_ZERO, DATETIME_OVERFLOW...
+_DATA_TYPES: tuple[type[BaseException], ...] = (ValueError, TypeError, ArithmeticError, LookupError)
+_DATA_SQLSTATE = re.compile(r"SQLSTATE: 22[0-9A-Z]{3}")
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """Whether a failed micro-batch failed on its data (retry, then quarantine its records) or on infrastructure
+    (stop; restart from the checkpoint). Unknown errors count as infrastructure: stopping skips nothing.
+    Structured signs (SQLSTATE, exception types) are read before message text, which may quote a record: a value
+    such as "java.io.IOException" in a record cannot make its data error pass for infrastructure."""
+    chain = _chain(error)
+    if any(str(_sqlstate(e)).startswith("22") for e in chain):
+        return FailureKind.DATA
+    if any(isinstance(e, _INFRASTRUCTURE_TYPES) for e in chain):
+        return FailureKind.INFRASTRUCTURE
+    if any(isinstance(e, _DATA_TYPES) for e in chain):
+        return FailureKind.DATA
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)  # e.g. a Py4JJavaError's Java exception
+    if _DATA_SQLSTATE.search(text):
+        return FailureKind.DATA
+    return FailureKind.INFRASTRUCTURE
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes (explicit or implicit), each once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    getter = getattr(error, "getSqlState", None)
+    try:
+        return getter() if callable(getter) else None
+    except Exception:  # a JVM that is gone cannot be asked
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
 
 
 def process_batch(
@@ -201,6 +280,60 @@ def process_batch(
         parsed.unpersist()
         bronze.unpersist()
         result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    records: DataFrame,
+    batch_id: int,
+    app_id: str,
+    state: QueryState,
+    process: Callable[..., BatchResult] = process_batch,
+) -> BatchResult:
+    """`process` (process_batch), retried once when it fails on its data; if it fails again, the batch's records go
+    to quarantine one row each, with the error as their reason, so the stream moves on. Failures of
+    infrastructure are raised at once (see failure_kind)."""
+    failures: list[BaseException] = []
+    while len(failures) < 2:
+        try:
+            result = process(spark, settings, records, batch_id, app_id, state)
+        except Exception as error:
+            if failure_kind(error) is FailureKind.INFRASTRUCTURE:
+                log.error("batch %d: infrastructure failure, stopping: %s", batch_id, _first_line(error))
+                raise
+            failures.append(error)
+            state.forget()
+            log.warning("batch %d failed on its data (attempt %d): %s", batch_id, len(failures), _first_line(error))
+            continue
+        result.data_failures = len(failures)
+        return result
+    return quarantine_batch(spark, settings, records, batch_id, app_id, failures[-1])
+
+
+def quarantine_batch(
+    spark: SparkSession, settings: Settings, records: DataFrame, batch_id: int, app_id: str, error: BaseException
+) -> BatchResult:
+    """Every record of a batch that failed on its data -> bronze (if that failed attempt had not written it: same
+    transaction) and one quarantine row each, with its Kafka coordinates and the error."""
+    started = time.perf_counter()
+    bronze = kafka_to_bronze(records).cache()
+    try:
+        reason = f"micro-batch {batch_id} failed twice on its data: {_first_line(error)}"
+        rows = bronze.select(
+            "source", "symbol", "open_time", "value", F.lit(reason).alias("reason"), "topic", "partition", "offset",
+            F.current_timestamp().alias("quarantined_at"),
+        )  # fmt: skip
+        append_once(bronze, settings, BRONZE_CANDLES, app_id, batch_id)
+        # A writer of its own: the failed attempt may have committed some quarantine rows under app_id already.
+        append_once(rows, settings, SILVER_QUARANTINE, f"{app_id}:isolated", batch_id)
+        isolated = bronze.count()
+    finally:
+        bronze.unpersist()
+    log.error("batch %d: %d record(s) moved to quarantine: %s", batch_id, isolated, reason)
+    result = BatchResult(batch_id, isolated, isolated, 0, 0, 0, (), data_failures=2, isolated=isolated)
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -323,7 +456,7 @@ def start_stream(
 
     def body(records: DataFrame, batch_id: int) -> None:
         started.wait()
-        result = process_batch(spark, settings, records, batch_id, f"{APP_ID}-{query_id[0]}", state)
+        result = run_batch(spark, settings, records, batch_id, f"{APP_ID}-{query_id[0]}", state)
         log.info("batch %s", result)
         if on_batch:
             on_batch(result)
@@ -367,13 +500,20 @@ def run_supervised(
 ) -> None:
     """Run the stream until `stop`; when the query fails (e.g. the broker went away), log it and start it again
     from its checkpoint after an exponential back-off. Nothing is lost: offsets only advance in the checkpoint."""
-    backoff = 1.0
+    backoff, failures = 1.0, 0
     while not stop.is_set():
         query = start_stream(spark, settings, on_batch=on_batch)
         try:
             run_until_stopped(query, stop)
             return
         except Exception as error:  # any query failure is retried; the process stays up
-            log.warning("stream failed (%s); restarting in %.0f s", str(error).splitlines()[0][:300], backoff)
+            failures += 1
+            log.warning(
+                "stream failed (%s failure %d: %s); restarting from its checkpoint in %.0f s",
+                failure_kind(error),
+                failures,
+                _first_line(error),
+                backoff,
+            )
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff_s)

@@ -7,6 +7,7 @@ must pass) -> publish (append the version; nothing is written when validation fa
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from lakehouse.delta_io import read_table
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
 from pipelines.detection import CANDLE_COLUMNS, DetectionConfig, degenerate, train
+
+log = logging.getLogger(__name__)
 
 
 class ThresholdsRejectedError(RuntimeError):
@@ -139,9 +142,16 @@ def export_json(settings: Settings, rows: pd.DataFrame) -> Path:
 
 
 def latest_thresholds(spark: SparkSession, settings: Settings) -> pd.DataFrame:
-    """Per symbol, the row of the newest version that includes it (a symbol rejected in the last run keeps its
-    previous thresholds)."""
-    table = read_table(spark, settings, GOLD_THRESHOLDS)
-    newest = F.max("version").over(Window.partitionBy("symbol"))
-    latest = table.withColumn("_newest", newest).filter(F.col("version") == F.col("_newest")).drop("_newest")
-    return latest.toPandas()
+    """Per symbol, the row of the newest usable version that includes it (see `usable_latest`)."""
+    return usable_latest(read_table(spark, settings, GOLD_THRESHOLDS).toPandas(), detection_config(settings))
+
+
+def usable_latest(versions: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
+    """Per symbol, its row of the newest version that includes it and is usable. A symbol rejected in the last run
+    keeps its previous thresholds; so does one whose newest row is degenerate (a corrupted or hand-edited version:
+    NaN, negative, zero or infinite statistics), which is logged with the reason."""
+    unusable = degenerate(versions, config, optional=("trades_center",))
+    for row in unusable.itertuples():
+        log.error("thresholds v%s of %s not used (%s); its previous version stays", row.version, row.symbol, row.reason)
+    usable = versions.drop(index=unusable.index).sort_values(["symbol", "version"])
+    return usable.groupby("symbol").tail(1).reset_index(drop=True)

@@ -112,8 +112,8 @@ def test_train_gives_one_row_per_symbol_and_degenerate_rejects_zero_nan_and_too_
 
     rejected = degenerate(thresholds, config)
     assert dict(zip(rejected["symbol"], rejected["reason"], strict=True)) == {
-        "FLAT": "zero or NaN statistic",
-        "SHORT": "zero or NaN statistic",
+        "FLAT": "zero, negative, NaN or infinite statistic",
+        "SHORT": "zero, negative, NaN or infinite statistic",
     }
     few = degenerate(real.reset_index().assign(train_rows=100), config)
     assert set(few["reason"]) == {"too few training rows"}

@@ -2,11 +2,13 @@
 
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
+from pipelines.bronze import kafka_to_bronze
 from pipelines.silver import parse, quarantined, valid_candles
-from tests.bad_records import BAD_RECORDS, GOOD, variant
+from tests.bad_records import BAD_RECORDS, GOOD, examples, kafka_records, kafka_rows, variant
 
 pytestmark = pytest.mark.spark
 
@@ -43,3 +45,44 @@ def test_every_bad_record_is_quarantined_with_its_reason(spark):
         assert offset in bad, f"not quarantined: {words}"
         assert words in bad[offset].reason, (words, bad[offset].reason)
         assert bad[offset].value == value  # the raw record is kept as received
+
+
+def test_any_kafka_bytes_become_a_bronze_row_and_a_quarantine_reason(spark):
+    good = variant().encode()
+    records = [
+        (b"FILUSDT", variant(open_time="yesterday").encode()),
+        (b"FILUSDT", variant(open_time=1.5e30).encode()),
+        (b"FILUSDT", variant(open_time=2**63 - 1).encode()),
+        (b"FILUSDT", b'{"symbol": "FILUSDT\xff\xfe", "open_time": 1738540800000}'),  # not UTF-8
+        (b"\xff\xfe", good),  # a key that is not UTF-8
+        (None, None),  # a tombstone
+        (b"FILUSDT", b"\x00" * 100),
+        (b"FILUSDT", good),
+    ]
+    bronze = kafka_to_bronze(kafka_rows(spark, records)).cache()
+    assert bronze.columns == BRONZE_CANDLES.columns and bronze.count() == len(records)
+    parsed = parse(bronze).cache()
+    reasons = {r.offset: r.reason for r in quarantined(parsed).collect()}
+    assert valid_candles(parsed).count() == 1
+    assert "wrong type: open_time" in reasons[0] and "wrong type: open_time" in reasons[1]
+    assert "times not a closed 1-minute candle" in reasons[2]
+    assert reasons[3] == "not valid UTF-8"
+    assert "key != symbol" in reasons[4]
+    assert reasons[5] == "malformed JSON" and reasons[6] == "malformed JSON"
+    assert len(reasons) == len(records) - 1
+
+
+def test_fuzzed_kafka_records_become_plausible_candles_or_quarantine_rows(spark):
+    records = examples(kafka_records, 150)
+    parsed = parse(kafka_to_bronze(kafka_rows(spark, records))).cache()
+    rows = parsed.select("offset", "reason", *SILVER_CANDLES.columns).toPandas()
+    assert len(rows) == len(records)
+    valid = rows[rows["reason"].isna()]
+    assert len(valid) and valid[SILVER_CANDLES.columns].notna().all().all()
+    spark.createDataFrame(valid[SILVER_CANDLES.columns], SILVER_CANDLES.schema)  # fits silver's non-null schema
+    numbers = valid[["open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume"]].to_numpy()
+    assert np.isfinite(numbers**2 * 1e9).all()  # a billion squares still sum to a finite number
+    assert (valid["low"] <= valid[["open", "close"]].min(axis=1)).all()
+    quarantine = quarantined(parsed).toPandas()
+    assert sorted(quarantine["offset"]) == sorted(rows.loc[rows["reason"].notna(), "offset"])
+    assert quarantine["reason"].str.len().gt(0).all()

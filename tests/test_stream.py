@@ -5,6 +5,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
+from hypothesis import strategies as st
 
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
@@ -12,11 +13,13 @@ from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, SILVER_CANDLES, SILVER
 from pipelines.archives import ArchiveFile
 from pipelines.backfill import LocalArchives, backfill_day
 from pipelines.bronze import read_topic
+from pipelines.demo import wait_for_catch_up
 from pipelines.detection import score
 from pipelines.kafka_io import make_producer, publish
+from pipelines.silver import REQUIRED
 from pipelines.stream import QueryState, process_batch, start_stream
 from pipelines.training import detection_config, latest_thresholds, train_thresholds
-from tests.bad_records import BAD_RECORDS
+from tests.bad_records import BAD_RECORDS, examples, variant
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -139,3 +142,47 @@ def test_silver_written_by_someone_else_between_batches_is_seen(spark, settings)
     assert len(silver) == 2 * 1440 and not silver[["symbol", "open_time"]].duplicated().any()
     gold = read_table(spark, settings, GOLD_SCORES).toPandas()
     assert len(gold) == 120 and not gold[["symbol", "open_time"]].duplicated().any()
+
+
+def poison_records() -> list[tuple[bytes | None, bytes | None]]:
+    """A few hundred records that are certainly not candles, as a broken or hostile producer could send them."""
+    odd = ["yesterday", [1, 2], {"a": 1}, None, True, "NaN", "", 1.5e30, -1e308, 1.7e308, 2**64]
+    records = [(b"FILUSDT", variant(**{name: value}).encode()) for name in REQUIRED for value in odd]
+    records += [(key.encode(), value.encode()) for key, value, _ in BAD_RECORDS]
+    records += [(b"FILUSDT", b"\xff" + garbage) for garbage in examples(st.binary(max_size=100), 50)]  # not UTF-8
+    records += [(b"FILUSDT", None), (None, b""), (b"FILUSDT", b"{" * 900_000), (b"\xff\xfe", variant().encode())]
+    return records
+
+
+def test_no_record_stops_the_stream(spark, settings):
+    """Poison pills between good candles through the real broker: the query keeps running, silver holds exactly
+    the good candles once, quarantine holds every bad record at its Kafka coordinates."""
+    ensure_tables(spark, settings)
+    good, bad = crash_day(hours=1), poison_records()
+    producer = make_producer(settings)
+    sent_bad = set()
+    for part in range(4):
+        publish(producer, settings.kafka_topic, good[part::4])
+        for key, value in bad[part::4]:
+            sent = producer.send(settings.kafka_topic, key=key, value=value).get(timeout=30)
+            sent_bad.add((sent.partition, sent.offset))
+    producer.close()
+
+    batches = []
+    query = start_stream(spark, settings, on_batch=batches.append, max_offsets_per_trigger=150)
+    try:
+        wait_for_catch_up(settings, timeout_s=600)
+        assert query.isActive and query.exception() is None
+    finally:
+        query.stop()
+
+    assert len(bad) > 200 and len(batches) > 1
+    assert sum(b.data_failures for b in batches) == 0  # bronze and silver handled every record themselves
+    silver = read_table(spark, settings, SILVER_CANDLES).toPandas()
+    keys = [(r.symbol, int(r.open_time.timestamp() * 1000)) for r in silver.itertuples()]
+    assert sorted(keys) == sorted((c["symbol"], c["open_time"]) for c in good)
+    quarantine = read_table(spark, settings, SILVER_QUARANTINE).toPandas()
+    assert set(zip(quarantine["partition"], quarantine["offset"], strict=True)) == sent_bad
+    assert len(quarantine) == len(sent_bad) and quarantine["reason"].str.len().gt(0).all()
+    assert (quarantine["topic"] == settings.kafka_topic).all()
+    assert read_table(spark, settings, GOLD_SCORES).count() == len(good)

@@ -40,12 +40,15 @@ def role_rules(sm: Any) -> dict[str, Callable[[Any], bool]]:
     """What each marketlake role may do, in Superset's own permission families.
 
     analyst: Gamma (dashboards, charts, explore; read-only on databases and datasets) plus SQL Lab.
-    viewer: Superset's dashboard-viewing set (what its built-in Public role would get) and their own profile;
-    no SQL Lab, no chart or dashboard editing.
+    viewer: Superset's dashboard-viewing set (what its built-in Public role would get), their own profile, and the
+    CSRF token the browser needs to ask for chart data; no SQL Lab, no chart or dashboard editing.
     """
+    csrf = ("can_read", "SecurityRestApi")
     return {
         "analyst": lambda pvm: sm._is_gamma_pvm(pvm) or sm._is_sql_lab_pvm(pvm),
-        "viewer": lambda pvm: sm._is_public_pvm(pvm) or sm._is_accessible_to_all(pvm),
+        "viewer": lambda pvm: (
+            sm._is_public_pvm(pvm) or sm._is_accessible_to_all(pvm) or (pvm.permission.name, pvm.view_menu.name) == csrf
+        ),
     }
 
 

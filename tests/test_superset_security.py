@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.services.superset import Superset, provisioning
-from tests.test_superset_browser import superset  # noqa: F401  (the fixture: Superset on real gold tables)
+from tests.test_superset_browser import open_dashboards, superset  # noqa: F401  (superset: the fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 provision = provisioning()
@@ -22,15 +22,19 @@ REFUSED = r"file system operations are disabled|disallowed|not allowed|locked|Pe
 DISABLED = "file system operations are disabled"
 
 
-def user_api(superset: Superset, role: str):  # noqa: F811
-    """A logged-in API client for a user holding only `role` (created by the admin through FAB's security API)."""
+def user(superset: Superset, role: str) -> tuple[str, str]:  # noqa: F811
+    """Name and password of a user holding only `role` (created by the admin through FAB's security API)."""
     admin = superset.api()
     name, password = f"test-{role}", f"pw-{role}-" + superset.admin_password()[:12]
     if admin.find("security/users", username=name) is None:
         body = {"first_name": role, "last_name": "user", "username": name, "email": f"{name}@localhost",
                 "active": True, "password": password, "roles": [admin.find("security/roles", name=role)]}  # fmt: skip
         admin.call("POST", "security/users/", body)
-    return provision.Api.login(superset.url, name, password)
+    return name, password
+
+
+def user_api(superset: Superset, role: str):  # noqa: F811
+    return provision.Api.login(superset.url, *user(superset, role))
 
 
 def run(api, sql: str) -> list[dict]:
@@ -129,6 +133,13 @@ def test_viewer_sees_dashboards_but_no_sql_lab(superset: Superset) -> None:  # n
     with pytest.raises(provision.ProvisionError, match="403"):
         viewer.call("POST", "chart/", {"slice_name": "mine", "viz_type": "table", "datasource_id": 1,
                                        "datasource_type": "table"})  # fmt: skip
+
+
+def test_viewer_opens_every_dashboard_in_chromium(superset: Superset) -> None:  # noqa: F811
+    content = provision.load_content()
+    answers = open_dashboards(superset, list(content["dashboards"]), *user(superset, "viewer"))
+    assert len(answers) == len(content["charts"])
+    assert all(answer["result"][0]["rowcount"] > 0 for answer in answers.values())
 
 
 def test_roles_and_secrets_at_every_start(superset: Superset) -> None:  # noqa: F811

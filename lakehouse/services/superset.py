@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -70,7 +71,10 @@ def database_uri(engine: str, settings: Settings, catalog: Path) -> str:
     if engine == "duckdb":
         return f"duckdb:///{catalog}"
     if engine == "spark":
-        return f"hive://superset@127.0.0.1:{settings.sql_port}/default"
+        if not settings.sql_password:  # the endpoint on loopback without authentication
+            return f"hive://superset@127.0.0.1:{settings.sql_port}/default"
+        user, password = quote(settings.sql_user, safe=""), quote(settings.sql_password, safe="")
+        return f"hive://{user}:{password}@127.0.0.1:{settings.sql_port}/default?auth=CUSTOM"
     raise ValueError(f"unknown Superset engine {engine!r}: use duckdb or spark")
 
 

@@ -57,7 +57,7 @@ class Settings:
     # Where the SQL endpoint listens, and its one account: no default password; one is required off loopback.
     sql_host: str = "127.0.0.1"
     sql_user: str = "marketlake"
-    sql_password: str = ""
+    sql_password: str = field(default="", repr=False)  # never in logs or test failure output
     superset_port: int = 8088
     superset_engine: str = "duckdb"
 

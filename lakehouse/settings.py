@@ -54,6 +54,10 @@ class Settings:
 
     # SQL and dashboards: the Spark Thrift (HiveServer2) endpoint, Superset, and the engine Superset queries.
     sql_port: int = 10000
+    # Where the SQL endpoint listens, and its one account: no default password; one is required off loopback.
+    sql_host: str = "127.0.0.1"
+    sql_user: str = "marketlake"
+    sql_password: str = field(default="", repr=False)  # never in logs or test failure output
     superset_port: int = 8088
     superset_engine: str = "duckdb"
 

@@ -6,6 +6,13 @@ class `spark-submit ... HiveThriftServer2 spark-internal` runs). Registration on
 to the registry, or a lakehouse root that moved, is right after a restart. Tables are external Delta tables by
 LOCATION and Delta re-reads the log on every query, so rows written after start-up are visible to the next query.
 
+Analysts get read-only access (jvm/sql-endpoint, compiled with the JDK's javac at start): once the tables are
+registered, a Spark SQL extension refuses every statement that is not a query on files under the lake root (or SHOW,
+DESCRIBE, USE, EXPLAIN, reading a setting), `spark.sql.runSQLOnFiles` is off, the server listens on loopback by
+default, and with `MARKETLAKE_SQL_PASSWORD` set it asks for that user/password (HiveServer2 CUSTOM authentication);
+it refuses to listen on another interface without one. Writes stay with the platform's jobs and `marketlake sql`,
+which run their own Spark sessions, not this endpoint.
+
 `beeline` is the JDBC client bundled with pyspark: tests and scripts query the endpoint without extra packages.
 """
 
@@ -13,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
+import ipaddress
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +35,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakehouse.services import process
-from lakehouse.settings import Settings
+from lakehouse.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import SparkSession
 
-HOST = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
+GUARD_SOURCES = PROJECT_ROOT / "jvm" / "sql-endpoint"
+# JVM system properties the guard reads (ReadOnlyExtension): set once the platform's own registration is done.
+READ_ONLY, LAKE_ROOT = "marketlake.sql.readOnly", "marketlake.sql.lakeRoot"
+AUTHENTICATOR = "hive.server2.custom.authentication.class"
 # A view for dashboards and SQL users: scored candles with at least one vote.
 VIEWS = {"gold.anomalies": "SELECT * FROM gold.scores WHERE votes >= 1"}
 
@@ -52,6 +66,45 @@ def pyspark_jars() -> Path:
     return Path(pyspark.__file__).parent / "jars"
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def compile_guard(settings: Settings, into: Path) -> Path:
+    """The endpoint's Java classes (read-only extension, password check), compiled against pyspark's and the
+    Delta jars once per version of their sources; returns the class folder."""
+    from lakehouse.spark import spark_jars
+
+    sources = sorted(GUARD_SOURCES.rglob("*.java"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    classes = into / f"classes-{digest}"
+    if classes.is_dir():
+        return classes
+    javac = shutil.which("javac")
+    if javac is None:
+        raise process.ServiceError("the SQL endpoint needs a JDK's javac (apt-get install default-jdk-headless)")
+    building = into / f"classes-{digest}.building"
+    shutil.rmtree(building, ignore_errors=True)
+    classpath = os.pathsep.join([str(pyspark_jars() / "*"), *spark_jars(settings)])
+    cmd = [javac, "-nowarn", "-d", str(building), "-cp", classpath, *map(str, sources)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise process.ServiceError(f"compiling {GUARD_SOURCES} failed:\n{out.stderr[-3000:]}")
+    building.rename(classes)
+    return classes
+
+
+def check_exposure(settings: Settings) -> None:
+    """Off loopback the endpoint must ask for a password: there is no default one."""
+    if not is_loopback(settings.sql_host) and not settings.sql_password:
+        raise process.ServiceError(
+            f"the SQL endpoint would listen on {settings.sql_host} without a password: set MARKETLAKE_SQL_PASSWORD"
+        )
+
+
 @dataclass(frozen=True)
 class SqlServer:
     settings: Settings
@@ -65,8 +118,13 @@ class SqlServer:
         return self.settings.sql_port
 
     @property
+    def host(self) -> str:
+        """Where clients on this machine reach it (a wildcard bind answers on loopback)."""
+        return LOOPBACK if self.settings.sql_host in {"0.0.0.0", "::"} else self.settings.sql_host
+
+    @property
     def url(self) -> str:
-        return f"jdbc:hive2://{HOST}:{self.port}/default"
+        return f"jdbc:hive2://{self.host}:{self.port}/default"
 
     @property
     def pid_file(self) -> Path:
@@ -80,25 +138,35 @@ class SqlServer:
         from lakehouse.spark import spark_conf, spark_jars
 
         metastore = self.home / "metastore_db"
-        return spark_conf(self.settings, "marketlake-sql") | {
-            # Thrift sessions resolve the Delta catalog with the JVM's own class loader, not spark.jars' one.
-            "spark.driver.extraClassPath": os.pathsep.join(spark_jars(self.settings)),
+        conf = spark_conf(self.settings, "marketlake-sql")
+        guard = compile_guard(self.settings, self.home)
+        return conf | {
+            # Thrift sessions resolve the Delta catalog (and the guard's classes) with the JVM's own class loader.
+            "spark.driver.extraClassPath": os.pathsep.join([*spark_jars(self.settings), str(guard)]),
+            # The guard first: its rule must see Delta's statements before Delta's rules run them (RESTORE).
+            "spark.sql.extensions": ",".join(["io.marketlake.sql.ReadOnlyExtension", conf["spark.sql.extensions"]]),
+            "spark.sql.runSQLOnFiles": "false",
             "spark.sql.catalogImplementation": "hive",
             "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore};create=true",
-            "spark.hadoop.hive.server2.thrift.bind.host": HOST,
+            "spark.hadoop.hive.server2.thrift.bind.host": self.settings.sql_host,
             "spark.hadoop.hive.server2.thrift.port": str(self.port),
-            # derby.log next to the metastore, not in whatever directory the server was started from.
-            "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.home}",
+            "spark.hadoop.hive.server2.authentication": "CUSTOM" if self.settings.sql_password else "NONE",
+            # derby.log next to the metastore, not in whatever directory the server was started from. The CUSTOM
+            # authenticator's class is read by a fresh HiveConf, which sees JVM system properties, not Spark's conf.
+            "spark.driver.extraJavaOptions": " ".join(
+                [f"-Dderby.system.home={self.home}", f"-D{AUTHENTICATOR}=io.marketlake.sql.PasswordAuthenticator"]
+            ),
         }
 
     def is_running(self) -> bool:
         return process.read_pid(self.pid_file) is not None
 
     def is_ready(self) -> bool:
-        return process.port_open(HOST, self.port)
+        return process.port_open(self.host, self.port)
 
     def start(self, timeout_s: float = 180.0) -> float:
         """Start the server (unless running) and wait for its port; returns the seconds waited."""
+        check_exposure(self.settings)
         if self.is_running():
             return 0.0
         if self.is_ready():
@@ -133,16 +201,23 @@ def serve(settings: Settings) -> None:
 
     from lakehouse.spark import use_utc
 
+    check_exposure(settings)
     use_utc()
     builder = SparkSession.builder
     for key, value in SqlServer(settings).spark_conf().items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    # Registration addresses tables by path (delta.`...`): files on for this session only, then read-only for all.
+    spark.conf.set("spark.sql.runSQLOnFiles", "true")
     register(spark, settings)
+    spark.conf.set("spark.sql.runSQLOnFiles", "false")
+    system = spark._jvm.java.lang.System
+    system.setProperty(LAKE_ROOT, settings.lakehouse_root)
+    system.setProperty(READ_ONLY, "true")
     thrift = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
     thrift.startWithContext(spark._jsparkSession.sqlContext())
-    print(f"Spark SQL endpoint listening on {HOST}:{settings.sql_port}", flush=True)
+    print(f"Spark SQL endpoint listening on {settings.sql_host}:{settings.sql_port}", flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -152,13 +227,15 @@ def serve(settings: Settings) -> None:
         spark.stop()
 
 
-def beeline(url: str, sql: str, timeout_s: float = 120.0) -> list[dict[str, str]]:
+def beeline(
+    url: str, sql: str, timeout_s: float = 120.0, user: str = "marketlake", password: str = ""
+) -> list[dict[str, str]]:
     """Run one statement through the JDBC client bundled with pyspark; rows as dicts of strings.
 
     Raises CalledProcessError (with beeline's message in stderr) when the statement fails.
     """
     classpath = os.pathsep.join([str(pyspark_jars() / "*")])
-    cmd = ["java", "-cp", classpath, "org.apache.hive.beeline.BeeLine", "-u", url, "-n", "marketlake"]
+    cmd = ["java", "-cp", classpath, "org.apache.hive.beeline.BeeLine", "-u", url, "-n", user, "-p", password]
     cmd += ["--silent=true", "--showHeader=true", "--outputformat=csv2", "--fastConnect=true", "-e", sql]
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s, check=False)
     # beeline exits 0 even when a statement fails: its error goes to stderr.

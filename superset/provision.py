@@ -23,6 +23,8 @@ import yaml
 CONTENT = Path(__file__).with_name("dashboards.yaml")
 ADMIN = "admin"
 DATABASE = "marketlake"
+# Roles that read the marketlake database; what else they may do is initialise.py's (role_rules).
+DATA_ROLES = ("analyst", "viewer")
 SYMBOL_FILTER = "NATIVE_FILTER-symbol"
 
 
@@ -101,6 +103,31 @@ def database_payload(uri: str) -> dict[str, Any]:
         "allow_cvas": False,
         "extra": json.dumps({"engine_params": {"connect_args": connect_args}}),
     }
+
+
+def permission_id(api: Api, permission: str, resource: str) -> int:
+    """Id of a (permission, resource) pair in Superset's security model (FAB's security API)."""
+    page = 0
+    while True:
+        rows = api.call("GET", f"security/permissions-resources/?q=(page:{page},page_size:100)")["result"]
+        for row in rows:
+            if row["permission"]["name"] == permission and row["view_menu"]["name"] == resource:
+                return row["id"]
+        if len(rows) < 100:
+            raise ProvisionError(f"no permission {permission} on {resource}")
+        page += 1
+
+
+def grant_database(api: Api, database_id: int, roles: tuple[str, ...] = DATA_ROLES) -> None:
+    """Let `roles` query this database, and only this one (its datasets, and SQL Lab where the role has it)."""
+    access = permission_id(api, "database_access", f"[{DATABASE}].(id:{database_id})")
+    for name in roles:
+        role = api.find("security/roles", name=name)
+        if role is None:
+            raise ProvisionError(f"no role {name}: initialise.py creates it")
+        held = [p["id"] for p in api.call("GET", f"security/roles/{role}/permissions/")["result"]]
+        if access not in held:
+            api.call("POST", f"security/roles/{role}/permissions", {"permission_view_menu_ids": [*held, access]})
 
 
 def load_content(path: Path = CONTENT) -> dict[str, Any]:
@@ -233,9 +260,11 @@ def provision_chart(api: Api, chart: dict[str, Any], dataset_id: int, dashboard_
 
 
 def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None = None) -> dict[str, int]:
-    """Create or update the connection, datasets, charts and dashboards; returns name -> id."""
+    """Create or update the connection (and the roles' access to it), datasets, charts and dashboards;
+    returns name -> id."""
     content = content or load_content()
     ids = {"database": api.upsert("database", {"database_name": DATABASE}, database)}
+    grant_database(api, ids["database"])
     datasets = {key: provision_dataset(api, ids["database"], spec) for key, spec in content["datasets"].items()}
     ids |= {f"dataset:{key}": found for key, found in datasets.items()}
     for slug, dash in content["dashboards"].items():

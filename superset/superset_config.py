@@ -4,7 +4,20 @@ Everything comes from the environment the project sets when it starts Superset (
 no default secret, metadata in SQLite under <home>/superset.
 """
 
+import itertools
 import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb_engine
+import sqlglot
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from superset.exceptions import SupersetDisallowedSQLFunctionException
+
+sys.path.insert(0, str(Path(__file__).parent))  # duckdb_catalog.py sits beside this file, here and in the image
+from duckdb_catalog import confine
 
 SECRET_KEY = os.environ["SUPERSET_SECRET_KEY"]  # no default on purpose: Superset must not start with a known key
 # docker-compose keeps the metadata in Postgres; a local run keeps it in SQLite.
@@ -20,4 +33,51 @@ FEATURE_FLAGS = {"DASHBOARD_NATIVE_FILTERS": True}
 TALISMAN_ENABLED = False  # served on loopback over plain HTTP
 WTF_CSRF_ENABLED = True
 SQLLAB_CTAS_NO_LIMIT = True
-PREVENT_UNSAFE_DB_CONNECTIONS = False  # DuckDB is a file on this machine
+# SQLite and other file-mapping dialects are refused as connections. DuckDB is not on Superset's list; every DuckDB
+# connection is confined to the lake by the hook below instead.
+PREVENT_UNSAFE_DB_CONNECTIONS = True
+FAB_ADD_SECURITY_API = True  # provision.py keeps the analyst and viewer roles through it
+
+
+@event.listens_for(Engine, "connect")
+def confine_duckdb(dbapi_connection, _record) -> None:
+    """Every DuckDB connection Superset opens (SQL Lab, charts, connection tests) reads the lake's folders only."""
+    if isinstance(dbapi_connection, duckdb_engine.ConnectionWrapper):
+        confine(dbapi_connection)
+
+
+# A second fence in front of the engine's, on the SQL text of SQL Lab and charts: DuckDB functions user SQL may not
+# call. They read files by themselves (the catalog's views do that), run SQL built from strings (query), or redirect
+# DuckDB's logging: a log file outside the allowed folders aborts the process (DuckDB 1.4.4), and the configuration
+# lock does not cover `CALL enable_logging(...)`, so this fence is the only one against that.
+# fmt: off
+DUCKDB_REFUSED_FUNCTIONS = {
+    "read_text", "read_blob", "read_csv", "read_csv_auto", "sniff_csv", "read_json", "read_json_auto",
+    "read_json_objects", "read_json_objects_auto", "read_ndjson", "read_ndjson_auto", "read_ndjson_objects",
+    "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema", "parquet_file_metadata",
+    "parquet_kv_metadata", "glob", "delta_scan", "query", "enable_logging",
+}
+# fmt: on
+
+
+def refused_calls(sql: str) -> set[str]:
+    """Refused functions `sql` calls, from DuckDB's tokens: comments, quotes, case and line breaks hide nothing."""
+    try:
+        tokens = sqlglot.tokenize(sql, read="duckdb")
+    except sqlglot.errors.TokenError:
+        return {"(SQL that cannot be tokenised)"}
+    called = set()
+    for token, after in itertools.pairwise(tokens):
+        if token.token_type == sqlglot.TokenType.COMMAND:  # CALL, EXECUTE...: the rest comes as one string token
+            called |= refused_calls(after.text)
+        elif token.text.lower() in DUCKDB_REFUSED_FUNCTIONS and after.token_type == sqlglot.TokenType.L_PAREN:
+            called.add(token.text.lower())
+    return called
+
+
+def SQL_QUERY_MUTATOR(sql: str, **kwargs: Any) -> str:
+    """Superset's hook on every query of SQL Lab and charts: refuse DuckDB SQL calling a refused function."""
+    database = kwargs.get("database")
+    if database is not None and database.backend == "duckdb" and (called := refused_calls(sql)):
+        raise SupersetDisallowedSQLFunctionException(called)
+    return sql

@@ -94,9 +94,9 @@ def sql(superset: Superset, query: str) -> list[dict]:
     return api.call("POST", "sqllab/execute/", {"database_id": db, "sql": query})["data"]
 
 
-def open_dashboards(superset: Superset, slugs: list[str]) -> dict[int, dict]:
-    """Open each dashboard in headless Chromium, wait for its charts, screenshot it, demand that every chart
-    rendered data; returns the chart-data answer the browser received, by chart id."""
+def open_dashboards(superset: Superset, slugs: list[str], user: str = ADMIN, password: str = "") -> dict[int, dict]:
+    """Open each dashboard in headless Chromium as `user` (the admin by default), wait for its charts, screenshot
+    it, demand that every chart rendered data; returns the chart-data answer the browser received, by chart id."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (make chromium)")
@@ -115,8 +115,8 @@ def open_dashboards(superset: Superset, slugs: list[str]) -> dict[int, dict]:
         page = browser.new_page(viewport={"width": 1600, "height": 2000})
         page.on("response", keep_chart_data)
         page.goto(f"{superset.url}/login/")
-        page.fill("input#username", ADMIN)
-        page.fill("input#password", superset.admin_password())
+        page.fill("input#username", user)
+        page.fill("input#password", password or superset.admin_password())
         page.keyboard.press("Enter")
         page.wait_for_url("**/superset/welcome/**", timeout=60_000)
         for slug in slugs:
@@ -129,14 +129,14 @@ def open_dashboards(superset: Superset, slugs: list[str]) -> dict[int, dict]:
                        || c.innerText.includes('No results')))""",
                 timeout=120_000,
             )
-            page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"{user}-{slug}.png"), full_page=True)
             rendered = page.evaluate(
                 """() => [...document.querySelectorAll('[data-test="chart-grid-component"]')].map(c =>
                        !!c.querySelector('canvas, table tbody tr') && !c.querySelector('[role=alert]')
                        && !c.innerText.includes('No results'))"""
             )
             assert rendered == [True] * len(load_content()["dashboards"][slug]["charts"]), (
-                f"{slug}: a chart shows no data or an error (see {ARTIFACTS / slug}.png)"
+                f"{slug}: a chart shows no data or an error (see {ARTIFACTS}/{user}-{slug}.png)"
             )
         browser.close()
     return answers

@@ -13,6 +13,7 @@ measurement, docs/sql-and-dashboards.md) reads the Delta files through views in 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -39,13 +41,16 @@ KNOWN_SECRETS = {"CHANGE_ME_TO_A_COMPLEX_RANDOM_SECRET", "thisISaSECRET_1234", "
 
 
 def _stored_secret(path: Path, env_value: str | None) -> str:
-    """The environment's value, else one generated on first use and kept (mode 0600) for later starts."""
+    """The environment's value, else one generated on first use and kept for later starts, readable by the owner
+    only: created 0600 (never briefly world-readable), and put back to 0600 should it have been widened."""
     if env_value:
         return env_value
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(42))
-        path.chmod(0o600)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(42))
+    path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -66,7 +71,10 @@ def database_uri(engine: str, settings: Settings, catalog: Path) -> str:
     if engine == "duckdb":
         return f"duckdb:///{catalog}"
     if engine == "spark":
-        return f"hive://superset@127.0.0.1:{settings.sql_port}/default"
+        if not settings.sql_password:  # the endpoint on loopback without authentication
+            return f"hive://superset@127.0.0.1:{settings.sql_port}/default"
+        user, password = quote(settings.sql_user, safe=""), quote(settings.sql_password, safe="")
+        return f"hive://{user}:{password}@127.0.0.1:{settings.sql_port}/default?auth=CUSTOM"
     raise ValueError(f"unknown Superset engine {engine!r}: use duckdb or spark")
 
 
@@ -157,7 +165,8 @@ class Superset:
             raise process.ServiceError(f"no Superset virtualenv at {VENV}; run `make superset-venv`")
         timings: dict[str, float] = {}
         clock = time.monotonic()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # its secrets, metadata and catalog are for the Superset process only
         if self.settings.superset_engine == "duckdb":
             self.build_catalog()
         self.initialise()

@@ -8,16 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import date
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+from delta import exceptions as delta_exceptions
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -26,16 +17,7 @@ from lakehouse.tables import Table
 
 log = logging.getLogger(__name__)
 # A commit that lost a race with another writer; a MERGE on the key can simply run again.
-CONFLICTS = (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+CONFLICTS = tuple(getattr(delta_exceptions, name) for name in delta_exceptions.__all__)  # Delta's commit conflicts
 
 
 def merge_into(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.spark import ensure_tables, get_spark
-from pipelines.backfill import LocalArchives, backfill_day
+from pipelines.ingestion.backfill import LocalArchives, backfill_day
 
 folder = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT_ROOT.parent / "shared/data/binance"
 symbol = sys.argv[2] if len(sys.argv) > 2 else "NEARUSDT"

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from lakehouse.settings import PROJECT_ROOT
-from pipelines.archives import read_frame
-from pipelines.backtest import run_backtest
-from pipelines.detection import DetectionConfig
+from pipelines.detection.backtest import run_backtest
+from pipelines.detection.maths import DetectionConfig
+from pipelines.ingestion.archives import read_frame
 
 path = (
     Path(sys.argv[1])

@@ -15,7 +15,7 @@ from itertools import pairwise
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.live import LiveOptions
+from pipelines.ingestion.live import LiveOptions
 
 sys.path.insert(0, str(PROJECT_ROOT))  # tests/ is not an installed package
 from tests.binance_server import BinanceServer, delivery, live_producer, read_topic, sample_rows, wait_for_topic_size

@@ -14,7 +14,7 @@ import time
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.replay import archive_candles, archive_files, replay_archives
+from pipelines.ingestion.replay import archive_candles, archive_files, replay_archives
 
 sys.path.insert(0, str(PROJECT_ROOT))  # tests/ is not an installed package
 from tests.binance_server import topic_size

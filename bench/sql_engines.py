@@ -32,10 +32,10 @@ MONTH = sorted(DATA.rglob("*-1m-*.csv"))
 
 def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.DataFrame]:
     """gold.scores / gold.thresholds / silver.quarantine rows computed from real candles by the backtest."""
-    from pipelines.archives import read_frame
-    from pipelines.backtest import run_backtest
-    from pipelines.detection import DetectionConfig
-    from pipelines.training import thresholds_rows
+    from pipelines.detection.backtest import run_backtest
+    from pipelines.detection.maths import DetectionConfig
+    from pipelines.ingestion.archives import read_frame
+    from pipelines.layers.gold import thresholds_rows
 
     frame = read_frame(files)
     if days:

@@ -26,11 +26,12 @@ from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.spark import ensure_tables, get_spark
 from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
-from pipelines.archives import ArchiveFile, read_frame
-from pipelines.demo import wait_for_catch_up
-from pipelines.kafka_io import make_producer, publish
-from pipelines.stream import BatchResult, start_stream
-from pipelines.training import train_thresholds
+from marketlake.demo import wait_for_catch_up
+from pipelines.detection.thresholds import train_thresholds
+from pipelines.ingestion.archives import ArchiveFile, read_frame
+from pipelines.ingestion.kafka_io import make_producer, publish
+from pipelines.streaming.batch import BatchResult
+from pipelines.streaming.query import start_stream
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 SOURCES = ("FILUSDT", "NEARUSDT")

@@ -10,7 +10,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame
 
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.detection import POSITIVE_COLUMNS
+from pipelines.detection.maths import POSITIVE_COLUMNS
 
 
 def silver_candles_suite() -> gx.ExpectationSuite:

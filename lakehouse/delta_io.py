@@ -1,4 +1,8 @@
-"""Idempotent writes into registry tables."""
+"""Every read and write of a registry table: read a range, append (once per writer and batch), merge with retry.
+
+Jobs name tables through lakehouse.tables and come here for their rows; nothing else builds a Delta reader or
+writer, so partition pruning, idempotent appends and conflict retries are written once.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
+import pandas as pd
 from delta import exceptions as delta_exceptions
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.settings import Settings
 from lakehouse.tables import Table
@@ -62,6 +68,87 @@ def merge_into(
 
 def read_table(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
     return spark.read.format("delta").load(table.location(settings))
+
+
+def read_range(
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    symbols: Sequence[str] | None = None,
+    first: datetime | pd.Timestamp | None = None,
+    end: datetime | pd.Timestamp | None = None,
+    columns: Sequence[str] | None = None,
+    days: Sequence[date] | None = None,
+    inclusive: bool = False,
+) -> DataFrame:
+    """The table's rows of `symbols` (all if None) with first <= open_time < end (<= end if `inclusive`; either
+    bound optional), and on `days` if given; partition-pruned when the table is partitioned by open_date."""
+    rows = read_table(spark, settings, table)
+    pruned = table.partition_by == ("open_date",)
+    if symbols is not None:
+        rows = rows.filter(F.col("symbol").isin(list(symbols)))
+    if days is not None:
+        rows = rows.filter(F.col("open_date").isin(list(days)))
+    if first is not None:
+        first = pd.Timestamp(first)
+        rows = rows.filter(F.col("open_time") >= F.lit(first.to_pydatetime()))
+        rows = rows.filter(F.col("open_date") >= F.lit(first.date())) if pruned else rows
+    if end is not None:
+        end = pd.Timestamp(end)
+        before_end = (
+            F.col("open_time") <= F.lit(end.to_pydatetime())
+            if inclusive
+            else F.col("open_time") < F.lit(end.to_pydatetime())
+        )
+        rows = rows.filter(before_end)
+        rows = rows.filter(F.col("open_date") <= F.lit(end.date())) if pruned else rows
+    return rows.select(*columns) if columns else rows
+
+
+def to_pandas(rows: DataFrame) -> pd.DataFrame:
+    """Rows collected to the driver, ordered by symbol and open_time when they have them."""
+    frame = rows.toPandas()
+    order = [c for c in ("symbol", "open_time") if c in frame.columns]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True) if order else frame
+
+
+def as_spark(spark: SparkSession, table: Table, rows: pd.DataFrame | DataFrame) -> DataFrame:
+    """Rows in the table's columns and schema (pandas rows are converted with it)."""
+    if isinstance(rows, pd.DataFrame):
+        return spark.createDataFrame(rows[table.columns], table.schema)
+    return rows.select(*table.columns)
+
+
+def append(
+    spark: SparkSession, settings: Settings, table: Table, rows: pd.DataFrame | DataFrame, merge_schema: bool = False
+) -> None:
+    """Append rows. `merge_schema`: a table created before a column was added to the registry gets the column."""
+    writer = as_spark(spark, table, rows).write.format("delta").mode("append").partitionBy(*table.partition_by)
+    writer.option("mergeSchema", str(merge_schema).lower()).save(table.location(settings))
+
+
+def append_once(
+    spark: SparkSession, settings: Settings, table: Table, rows: pd.DataFrame | DataFrame, app_id: str, batch_id: int
+) -> None:
+    """Append; Delta skips the write if this (app, batch) already committed to the table (idempotent appends
+    with txnAppId + txnVersion), so a batch replayed after a crash is not written twice."""
+    (
+        as_spark(spark, table, rows)
+        .write.format("delta")
+        .mode("append")
+        .option("txnAppId", f"{app_id}:{table.name}")
+        .option("txnVersion", batch_id)
+        .save(table.location(settings))
+    )
+
+
+def delete_where(spark: SparkSession, settings: Settings, table: Table, where: Column) -> int:
+    """Deletes the rows matching `where`; returns how many there were."""
+    delta = DeltaTable.forPath(spark, table.location(settings))
+    count = delta.toDF().filter(where).count()
+    if count:
+        delta.delete(where)
+    return count
 
 
 def log_version(spark: SparkSession, settings: Settings, table: Table) -> int:

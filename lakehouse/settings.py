@@ -44,7 +44,7 @@ class Settings:
     binance_archive_url: str = "https://data.binance.vision"
     backfill_start: str = "2022-05-01"
 
-    # Detection: unset means the detector's own default (pipelines/detection.py).
+    # Detection: unset means the detector's own default (pipelines/detection/maths.py).
     detection_k: float | None = None
     detection_window_minutes: int | None = None
     detection_robust: bool | None = None

@@ -72,6 +72,12 @@ _CANDLE = """
     volume double not null, quote_volume double not null, trades long not null,
     taker_buy_volume double not null, taker_buy_quote_volume double not null
 """
+CANDLE_SCHEMA = schema(_CANDLE)
+CANDLE_COLUMNS = CANDLE_SCHEMA.fieldNames()  # the candle as every layer holds it: silver's and gold's first columns
+PRICE_COLUMNS = ("open", "high", "low", "close")
+# The candle's measured quantities: prices and volumes (doubles), and the trade count.
+DOUBLE_COLUMNS = tuple(f.name for f in CANDLE_SCHEMA.fields if isinstance(f.dataType, DoubleType))
+VOLUME_COLUMNS = tuple(c for c in DOUBLE_COLUMNS if c not in PRICE_COLUMNS)
 
 BRONZE_CANDLES = Table(
     "bronze",

@@ -155,7 +155,7 @@ def dagster_daemon() -> None:
 @app.command()
 def demo() -> None:
     """The main job on the embedded default: local broker, backfill, training, the stream, a replay, anomalies."""
-    from pipelines.demo import run_demo
+    from marketlake.demo import run_demo
 
     settings = _settings()
     services_up()
@@ -179,9 +179,9 @@ def backtest(
     """Run the detector over historical candles, trained on the period before the one it scores."""
     from datetime import datetime
 
-    from pipelines.archives import read_frame
-    from pipelines.backtest import run_backtest, silver_candles, summary, write_csv, write_delta
-    from pipelines.training import detection_config
+    from pipelines.detection.backtest import run_backtest, silver_candles, summary, write_csv, write_delta
+    from pipelines.detection.maths import DetectionConfig
+    from pipelines.ingestion.archives import read_frame
 
     settings = _settings()
     if bool(candles) == bool(start):
@@ -192,7 +192,7 @@ def backtest(
         frame = silver_candles(spark, settings, datetime.fromisoformat(start), datetime.fromisoformat(end), train_days)
     else:
         frame = read_frame(list(candles))
-    result = run_backtest(frame, detection_config(settings), train_days)
+    result = run_backtest(frame, DetectionConfig.from_settings(settings), train_days)
     typer.echo(summary(result).to_string(index=False))
     if csv:
         write_csv(result, str(csv))
@@ -205,24 +205,24 @@ def backtest(
 
 @app.command()
 def evaluate(
-    candles: list[Path] = typer.Option(
-        None, "--candles", help="Kline files to evaluate on (default: every file in ../shared/data/binance)."
+    candles: list[Path] = typer.Argument(
+        ..., help="Kline files (Binance's CSV or zip) or folders of them; e.g. ../shared/data/binance."
     ),
     train_days: float = typer.Option(7.0, "--train-days"),
 ) -> None:
     """Incidents per day, HIGH per day and the recall of planted 4/6/8-sigma shocks, per symbol and file."""
     import pandas as pd
 
-    from pipelines.archives import ArchiveFile, read_frame
-    from pipelines.evaluate import EvaluationConfig, evaluate_files
-    from pipelines.training import detection_config
+    from pipelines.detection.evaluate import EvaluationConfig, evaluate_files
+    from pipelines.detection.maths import DetectionConfig
+    from pipelines.ingestion.archives import ArchiveFile, read_frame
 
-    files = candles or sorted((PROJECT_ROOT.parent / "shared" / "data" / "binance").rglob("*.csv"))
+    files = sorted(f for path in candles for f in ([path] if path.is_file() else path.rglob("*-1m-*.*")))
     if not files:
-        raise typer.BadParameter("no kline files found; pass --candles PATH")
+        raise typer.BadParameter(f"no kline files in {', '.join(map(str, candles))}")
     table = evaluate_files(
         {f"{ArchiveFile.parse(f).symbol} {ArchiveFile.parse(f).period}": read_frame([f]) for f in files},
-        detection_config(_settings()),
+        DetectionConfig.from_settings(_settings()),
         EvaluationConfig(train_days=train_days),
     )
     with pd.option_context("display.width", 200):
@@ -239,7 +239,7 @@ def stream(
     import logging
 
     from lakehouse.services.process import stop_on_signals
-    from pipelines.stream import run_supervised, start_stream
+    from pipelines.streaming.query import run_supervised, start_stream
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -277,7 +277,7 @@ def produce(
     import logging
 
     from lakehouse.services.process import stop_on_signals
-    from pipelines.live import produce_live, stream_url
+    from pipelines.ingestion.live import produce_live, stream_url
 
     overrides: dict[str, object] = {"binance_ws_url": ws_url, "binance_rest_url": rest_url}
     if symbols:
@@ -307,8 +307,8 @@ def replay_command(
     from datetime import datetime
 
     from lakehouse.services.process import stop_on_signals
-    from pipelines.backtest import silver_candles
-    from pipelines.replay import replay_archives, replay_silver
+    from pipelines.detection.backtest import silver_candles
+    from pipelines.ingestion.replay import replay_archives, replay_silver
 
     settings = _settings()
     if bool(paths) == bool(start):

@@ -107,8 +107,8 @@ def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, tuple[str,
 
 
 def components(settings: Settings) -> list[Component]:
-    from pipelines.stream import checkpoint
-    from pipelines.stream_health import committed_offsets, end_offsets, lag
+    from pipelines.streaming.health import committed_offsets, end_offsets, lag
+    from pipelines.streaming.query import checkpoint
 
     broker = KafkaBroker.from_settings(settings)
     dagster = Dagster(settings)

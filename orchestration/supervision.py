@@ -1,7 +1,7 @@
 """How Dagster keeps the long-running runs (the stream, the producer) alive.
 
 - A supervisor sensor per job starts its run when none is running, restarts it after failures with back-off, and
-  leaves it stopped when someone stopped it from the UI (pipelines.stream_health.supervise decides).
+  leaves it stopped when someone stopped it from the UI (pipelines.streaming.health.supervise decides).
 - Each long-running run tags itself with a heartbeat (and its counters) every 30 s. The instance's run launcher
   (`SupervisedRunLauncher`, named in the dagster.yaml the project writes) turns a stale heartbeat into a failed
   worker for Dagster's run monitoring, which marks the run failed; the sensor then starts a new one. Dagster's
@@ -20,7 +20,7 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Wor
 from dagster._serdes import ConfigurableClassData
 
 from lakehouse.services.dagster import HEARTBEAT_TAG, LONG_RUNNING_TAG
-from pipelines.stream_health import supervise
+from pipelines.streaming.health import supervise
 
 
 @contextmanager

@@ -41,9 +41,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.archives import ArchiveFile
-from pipelines.binance_rest import KLINES_PATH, WEIGHT_HEADER
-from pipelines.live import LiveOptions, produce_live
+from pipelines.ingestion.archives import ArchiveFile
+from pipelines.ingestion.binance_rest import KLINES_PATH, WEIGHT_HEADER
+from pipelines.ingestion.live import LiveOptions, produce_live
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 MINUTE_MS = 60_000

@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from pipelines.archives import ArchiveError, ArchiveFile, find_archives
+from pipelines.ingestion.archives import ArchiveError, ArchiveFile, find_archives
 from tests.conftest import SAMPLE
 
 

@@ -15,8 +15,8 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.archives import ArchiveFile
-from pipelines.backfill import BinanceArchives, BinanceRestKlines, LocalArchives, backfill_day
+from pipelines.ingestion.archives import ArchiveFile
+from pipelines.ingestion.backfill import BinanceArchives, BinanceRestKlines, LocalArchives, backfill_day
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.spark
@@ -126,8 +126,8 @@ def test_rest_backfill_pages_through_the_day(spark, settings, binance_rest_serve
 def test_silver_rows_replay_into_kafka_in_event_time_order(spark, settings):
     from datetime import datetime
 
-    from pipelines.backtest import silver_candles
-    from pipelines.replay import replay_silver
+    from pipelines.detection.backtest import silver_candles
+    from pipelines.ingestion.replay import replay_silver
     from tests.binance_server import read_topic
 
     ensure_tables(spark, settings)

@@ -9,7 +9,7 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES
-from pipelines.backfill import LocalArchives, backfill
+from pipelines.ingestion.backfill import LocalArchives, backfill
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.spark

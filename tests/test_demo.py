@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lakehouse.spark import ensure_tables
-from pipelines.demo import run_demo
+from marketlake.demo import run_demo
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.archives import read_frame
-from pipelines.detection import (
+from pipelines.detection.evaluate import plant_shocks
+from pipelines.detection.maths import (
     CONFIDENCE,
     CONFIRM_VOTES,
     THRESHOLD_COLUMNS,
@@ -22,7 +22,7 @@ from pipelines.detection import (
     train,
     window_stats,
 )
-from pipelines.evaluate import plant_shocks
+from pipelines.ingestion.archives import read_frame
 from tests.conftest import SAMPLE
 
 T0 = pd.Timestamp("2024-01-01 00:00")

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest import split_train
-from pipelines.detection import DetectionConfig, features
-from pipelines.evaluate import (
+from pipelines.detection.backtest import split_train
+from pipelines.detection.evaluate import (
     EvaluationConfig,
     evaluate,
     incidents,
@@ -17,6 +16,7 @@ from pipelines.evaluate import (
     score_periods,
     train_periods,
 )
+from pipelines.detection.maths import DetectionConfig, features
 from tests.test_detection import T0, candles, sample
 
 

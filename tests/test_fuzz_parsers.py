@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.settings import Settings
-from pipelines.archives import ArchiveError, ArchiveFile, read_frame
-from pipelines.backfill import check_archive
-from pipelines.binance_rest import BinanceRestError, next_cursor
-from pipelines.candles import MESSAGE_FIELDS, BadCandle, encode, from_kline_row, now_ms
-from pipelines.live import LiveProducer, MalformedMessage, parse_message
+from pipelines.ingestion.archives import ArchiveError, ArchiveFile, read_frame
+from pipelines.ingestion.backfill import check_archive
+from pipelines.ingestion.binance_rest import BinanceRestError, next_cursor
+from pipelines.ingestion.candles import MESSAGE_FIELDS, BadCandle, encode, from_kline_row, now_ms
+from pipelines.ingestion.live import LiveProducer, MalformedMessage, parse_message
 from tests.bad_records import json_values, odd_values
 from tests.binance_server import kline_event, rest_row, sample_rows
 from tests.conftest import SAMPLE

@@ -9,8 +9,8 @@ from kafka import KafkaConsumer
 from lakehouse.services.kafka_broker import KafkaBroker
 from lakehouse.services.process import ServiceError, free_port
 from lakehouse.settings import Settings
-from pipelines.candles import encode
-from pipelines.kafka_io import make_producer
+from pipelines.ingestion.candles import encode
+from pipelines.ingestion.kafka_io import make_producer
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from concurrent.futures import Future
 import pytest
 
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.binance_rest import BinanceRest, backoff_delay, interval_ms, kline_aligned, weight_pause
-from pipelines.live import LiveOptions, MalformedMessage, parse_message, stream_url
+from pipelines.ingestion.binance_rest import BinanceRest, backoff_delay, interval_ms, kline_aligned, weight_pause
+from pipelines.ingestion.live import LiveOptions, MalformedMessage, parse_message, stream_url
 from tests.binance_server import (
     BinanceServer,
     delivery,

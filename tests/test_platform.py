@@ -30,8 +30,8 @@ from lakehouse.services.process import free_port
 from lakehouse.services.superset import Superset
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.tables import GOLD_SCORES, GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.stream import checkpoint
-from pipelines.stream_health import committed_offsets, end_offsets, lag
+from pipelines.streaming.health import committed_offsets, end_offsets, lag
+from pipelines.streaming.query import checkpoint
 
 pytestmark = pytest.mark.integration
 MARKETLAKE = Path(sys.executable).parent / "marketlake"

@@ -13,9 +13,9 @@ import pytest
 
 from lakehouse.services.kafka_broker import ensure_topic
 from lakehouse.settings import PROJECT_ROOT
-from pipelines.archives import ArchiveFile
-from pipelines.kafka_io import make_producer
-from pipelines.replay import archive_candles, archive_files, estimated_count, replay, replay_archives
+from pipelines.ingestion.archives import ArchiveFile
+from pipelines.ingestion.kafka_io import make_producer
+from pipelines.ingestion.replay import archive_candles, archive_files, estimated_count, replay, replay_archives
 from tests.binance_server import delivery, read_topic
 from tests.conftest import SAMPLE
 

@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.archives import ArchiveFile
-from pipelines.backfill import LocalArchives, backfill_day
-from pipelines.bronze import read_topic
-from pipelines.demo import wait_for_catch_up
-from pipelines.detection import score
-from pipelines.kafka_io import make_producer, publish
-from pipelines.silver import REQUIRED
-from pipelines.stream import QueryState, process_batch, start_stream
-from pipelines.training import detection_config, latest_thresholds, train_thresholds
+from marketlake.demo import wait_for_catch_up
+from pipelines.detection.maths import DetectionConfig, score
+from pipelines.detection.thresholds import latest_thresholds, train_thresholds
+from pipelines.ingestion.archives import ArchiveFile
+from pipelines.ingestion.backfill import LocalArchives, backfill_day
+from pipelines.ingestion.kafka_io import make_producer, publish
+from pipelines.layers.bronze import read_topic
+from pipelines.layers.silver import REQUIRED
+from pipelines.streaming.batch import QueryState, process_batch
+from pipelines.streaming.query import start_stream
 from tests.bad_records import BAD_RECORDS, examples, variant
 from tests.conftest import SAMPLE
 
@@ -73,7 +74,9 @@ def test_stream_gold_equals_the_batch_detector_on_the_same_candles(spark, settin
     # The batch detector over silver (history + the same candles) with the same thresholds.
     silver = read_table(spark, settings, SILVER_CANDLES).toPandas()
     expected = score(
-        silver.sort_values(["symbol", "open_time"]), latest_thresholds(spark, settings), detection_config(settings)
+        silver.sort_values(["symbol", "open_time"]),
+        latest_thresholds(spark, settings),
+        DetectionConfig.from_settings(settings),
     )
     expected = expected[expected["open_time"] >= pd.Timestamp("2025-02-03")].reset_index(drop=True)
     for column in ("votes", "confidence", "is_anomaly", "flag_price", "flag_range", "flag_window", "reasons"):
@@ -129,7 +132,7 @@ def test_a_recalibration_applies_from_the_next_batch_without_a_restart(spark, se
 def test_silver_written_by_someone_else_between_batches_is_seen(spark, settings):
     prepare(spark, settings)
     replayed = crash_day(hours=1)
-    state = QueryState(detection_config(settings))  # one query's memory across its batches
+    state = QueryState(DetectionConfig.from_settings(settings))  # one query's memory across its batches
     send(settings, replayed[:40])
     first = process_batch(spark, settings, read_topic(spark, settings), 0, state=state)
     for symbol in SYMBOLS:  # a backfill of the whole day commits to silver while the stream runs

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from pipelines.detection import CANDLE_COLUMNS
-from pipelines.stream_context import SilverTail
+from pipelines.detection.maths import CANDLE_COLUMNS
+from pipelines.streaming.context import SilverTail
 
 T0 = pd.Timestamp("2025-02-03 00:00")
 

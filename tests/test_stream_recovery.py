@@ -14,8 +14,8 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.settings import PROJECT_ROOT
 from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
-from pipelines.kafka_io import make_producer
-from pipelines.replay import replay
+from pipelines.ingestion.kafka_io import make_producer
+from pipelines.ingestion.replay import replay
 from tests.test_stream import crash_day, prepare
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]

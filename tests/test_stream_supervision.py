@@ -3,7 +3,7 @@
 import dagster as dg
 
 from orchestration.definitions import build_definitions
-from pipelines.stream_health import committed_offsets, lag, supervise
+from pipelines.streaming.health import committed_offsets, lag, supervise
 
 
 def test_supervise_starts_leaves_running_and_backs_off():

@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-import pipelines.stream as stream
-from pipelines.detection import THRESHOLD_COLUMNS, DetectionConfig
-from pipelines.training import usable_latest
+import pipelines.detection.thresholds as thresholds
+from pipelines.detection.maths import THRESHOLD_COLUMNS, DetectionConfig
+from pipelines.detection.thresholds import usable_latest
 
 
 def row(symbol: str, version: int, **changes: float) -> dict:
@@ -47,9 +47,9 @@ def test_an_unreadable_version_keeps_the_one_in_force(monkeypatch):
             raise answer
         return answer
 
-    monkeypatch.setattr(stream, "log_version", lambda spark, settings, table: next(versions))
-    monkeypatch.setattr(stream, "latest_thresholds", read)
-    reader = stream.ThresholdsReader()
+    monkeypatch.setattr(thresholds, "log_version", lambda spark, settings, table: next(versions))
+    monkeypatch.setattr(thresholds, "latest_thresholds", read)
+    reader = thresholds.ThresholdsReader()
     assert reader(None, None) is good
     assert reader(None, None) is good and reader.version == 1  # v2 unreadable: v1 stays, v2 is tried again
     assert reader(None, None) is good
@@ -57,7 +57,7 @@ def test_an_unreadable_version_keeps_the_one_in_force(monkeypatch):
 
 
 def test_without_a_version_in_force_an_unreadable_table_stops_the_query(monkeypatch):
-    monkeypatch.setattr(stream, "log_version", lambda spark, settings, table: 1)
-    monkeypatch.setattr(stream, "latest_thresholds", lambda spark, settings: (_ for _ in ()).throw(OSError("gone")))
+    monkeypatch.setattr(thresholds, "log_version", lambda spark, settings, table: 1)
+    monkeypatch.setattr(thresholds, "latest_thresholds", lambda spark, settings: (_ for _ in ()).throw(OSError("gone")))
     with pytest.raises(OSError):
-        stream.ThresholdsReader()(None, None)
+        thresholds.ThresholdsReader()(None, None)

@@ -8,9 +8,10 @@ import pytest
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import GOLD_THRESHOLDS, REGISTRY
-from pipelines.backfill import LocalArchives, backfill_day
-from pipelines.detection import DetectionConfig, score, train
-from pipelines.training import thresholds_rows, to_pandas, trailing_candles, train_thresholds
+from pipelines.detection.maths import DetectionConfig, score, train
+from pipelines.detection.thresholds import trailing_candles, train_thresholds
+from pipelines.ingestion.backfill import LocalArchives, backfill_day
+from pipelines.layers.gold import thresholds_rows
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.spark]
@@ -20,7 +21,7 @@ ADDED_LATER = ["trades_center", "activity_free", "activity_cap"]
 def test_training_appends_to_a_thresholds_table_written_before_the_activity_statistic(spark, settings):
     ensure_tables(spark, settings, tables=tuple(t for t in REGISTRY if t is not GOLD_THRESHOLDS))
     backfill_day(spark, settings, LocalArchives(SAMPLE), "NEARUSDT", date(2023, 9, 1))
-    candles = to_pandas(trailing_candles(spark, settings, days=1))
+    candles = trailing_candles(spark, settings, days=1)
     # Version 1 as an older release wrote it: a table without the activity columns.
     config = DetectionConfig()
     old = thresholds_rows(train(candles, config), config, 1, "old release", datetime.now(UTC))

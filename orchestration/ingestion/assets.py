@@ -10,7 +10,7 @@ from expectations.suites import silver_candles_suite, validate
 from lakehouse.settings import Settings
 from orchestration.ingestion.partitions import candle_partitions
 from orchestration.resources import lakehouse_session
-from pipelines.backfill import (
+from pipelines.ingestion.backfill import (
     BinanceArchives,
     BinanceRestKlines,
     KlineSource,

@@ -12,10 +12,11 @@ from dagster_pyspark import LazyPySparkResource
 from lakehouse.settings import Settings
 from orchestration.resources import lakehouse_session
 from orchestration.supervision import LONG_RUNNING_TAG, heartbeat, supervisor_sensor
-from pipelines.live import LiveStats, produce_live
-from pipelines.replay import replay_day
-from pipelines.stream import StreamCounters, checkpoint, run_supervised
-from pipelines.stream_health import committed_offsets, end_offsets, lag
+from pipelines.ingestion.live import LiveStats, produce_live
+from pipelines.ingestion.replay import replay_day
+from pipelines.streaming.batch import StreamCounters
+from pipelines.streaming.health import committed_offsets, end_offsets, lag
+from pipelines.streaming.query import checkpoint, run_supervised
 
 LONG_RUNNING = {LONG_RUNNING_TAG: "true"}
 

@@ -10,7 +10,8 @@ from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_THRESHOLDS
 from orchestration.ingestion.assets import SILVER_CANDLES_KEY
 from orchestration.resources import lakehouse_session
-from pipelines.training import detection_config, train_thresholds
+from pipelines.detection.maths import DetectionConfig
+from pipelines.detection.thresholds import train_thresholds
 
 THRESHOLDS_KEY = dg.AssetKey(["gold", "thresholds"])
 
@@ -52,7 +53,7 @@ def build_training_assets(settings: Settings) -> list:
         spark = lakehouse_session(pyspark, settings)
         table = read_table(spark, settings, GOLD_THRESHOLDS)
         latest = table.filter(table.version == table.agg({"version": "max"}).first()[0])
-        result = validate(latest, thresholds_suite(detection_config(settings).min_train_rows))
+        result = validate(latest, thresholds_suite(DetectionConfig.from_settings(settings).min_train_rows))
         return dg.AssetCheckResult(passed=result.success, metadata={"failed": result.summary()})
 
     return [thresholds, thresholds_not_degenerate]

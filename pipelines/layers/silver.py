@@ -16,10 +16,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from lakehouse.tables import SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.bronze import MAX_RECORD_BYTES, timestamp_or_null
+from lakehouse.tables import (
+    CANDLE_COLUMNS,
+    DOUBLE_COLUMNS,
+    PRICE_COLUMNS,
+    SILVER_CANDLES,
+    SILVER_QUARANTINE,
+    VOLUME_COLUMNS,
+)
+from pipelines.layers.bronze import MAX_RECORD_BYTES, timestamp_or_null
 
-DOUBLES = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+DOUBLES = DOUBLE_COLUMNS
 LONGS = ("open_time", "close_time", "trades")
 REQUIRED = ("symbol", *LONGS, *DOUBLES)
 OPTIONAL = ("interval", "event_time", "received_at", "source")
@@ -72,8 +79,8 @@ def _parse_columns() -> tuple[Column, list[Column], list[Column | str]]:
     def wrong_type(name: str) -> Column:
         return ~missing(name) & typed[name].isNull()
 
-    price = [typed[c] for c in ("open", "high", "low", "close")]
-    volumes = [typed[c] for c in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")]
+    price = [typed[c] for c in PRICE_COLUMNS]
+    volumes = [typed[c] for c in VOLUME_COLUMNS]
     open_ms, close_ms = typed["open_time"], typed["close_time"]
     # A column, not current_timestamp(): comparing with it costs no more than the other rules (measured).
     ingested_ms = F.unix_millis("ingested_at")
@@ -121,11 +128,7 @@ def _parse_columns() -> tuple[Column, list[Column], list[Column | str]]:
         text,
         [cast.alias(f"_{name}") for name, cast in casts.items()],
         [
-            typed["symbol"].alias("symbol"),
-            ts(typed["open_time"]).alias("open_time"),
-            ts(typed["close_time"]).alias("close_time"),
-            *[typed[n].alias(n) for n in ("open", "high", "low", "close", "volume", "quote_volume", "trades")],
-            *[typed[n].alias(n) for n in ("taker_buy_volume", "taker_buy_quote_volume")],
+            *[(ts(typed[n]) if n.endswith("_time") else typed[n]).alias(n) for n in CANDLE_COLUMNS],
             source.alias("source"),
             F.col("source").alias("bronze_source"),
             F.col("symbol").alias("key"),

@@ -1,6 +1,6 @@
 """Threshold training: silver candles of a trailing period -> a new version of gold.thresholds (+ a JSON copy).
 
-get (silver) -> train (pure, pipelines.detection) -> validate (drop degenerate symbols, then the GE contract
+get (silver) -> train (pure, pipelines.detection.maths) -> validate (drop degenerate symbols, then the GE contract
 must pass) -> publish (append the version; nothing is written when validation fails).
 """
 
@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from expectations.suites import thresholds_suite, validate
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import append, as_spark, log_version, read_range, read_table, to_pandas
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.detection import CANDLE_COLUMNS, DetectionConfig, degenerate, train
+from lakehouse.tables import CANDLE_COLUMNS, GOLD_THRESHOLDS, SILVER_CANDLES
+from pipelines.detection.maths import DetectionConfig, degenerate, train
+from pipelines.layers.gold import thresholds_rows
 
 log = logging.getLogger(__name__)
 
@@ -30,39 +31,20 @@ class ThresholdsRejectedError(RuntimeError):
     pass
 
 
-def detection_config(settings: Settings) -> DetectionConfig:
-    overrides = {
-        "k": settings.detection_k,
-        "window_minutes": settings.detection_window_minutes,
-        "robust": settings.detection_robust,
-    }
-    return replace(DetectionConfig(), **{k: v for k, v in overrides.items() if v is not None})
-
-
 def trailing_candles(
     spark: SparkSession,
     settings: Settings,
     days: float,
     symbols: list[str] | None = None,
     until: datetime | None = None,
-) -> DataFrame:
+) -> pd.DataFrame:
     """Per symbol, its candles from the last `days` days before its newest candle (before `until`, if given)."""
-    silver = read_table(spark, settings, SILVER_CANDLES)
-    if symbols:
-        silver = silver.filter(F.col("symbol").isin(symbols))
-    if until:
-        silver = silver.filter(F.col("open_time") < F.lit(until))
+    silver = read_range(spark, settings, SILVER_CANDLES, symbols=symbols or None, end=until)
     newest = F.max("open_time").over(Window.partitionBy("symbol"))
-    return (
-        silver.withColumn("_newest", newest)
-        .filter(F.col("open_time") > F.col("_newest") - F.expr(f"INTERVAL {int(days * 1440)} MINUTES"))
-        .select(*CANDLE_COLUMNS)
+    trailing = silver.withColumn("_newest", newest).filter(
+        F.col("open_time") > F.col("_newest") - F.expr(f"INTERVAL {int(days * 1440)} MINUTES")
     )
-
-
-def to_pandas(candles: DataFrame) -> pd.DataFrame:
-    frame = candles.toPandas()
-    return frame.sort_values(["symbol", "open_time"]).reset_index(drop=True)
+    return to_pandas(trailing.select(*CANDLE_COLUMNS))
 
 
 def next_version(spark: SparkSession, settings: Settings) -> int:
@@ -78,27 +60,6 @@ class TrainingResult:
     json_path: Path
 
 
-def thresholds_rows(
-    trained: pd.DataFrame, config: DetectionConfig, version: int, trained_by: str, trained_at: datetime
-) -> pd.DataFrame:
-    rows = trained.assign(
-        version=version,
-        # The detection settings the version was trained for, so its scores can be reproduced from the table.
-        k=float(config.k),
-        k_range=float(config.k_range),
-        robust=bool(config.robust),
-        window_minutes=int(config.window_minutes),
-        vol_minutes=int(config.vol_minutes),
-        vol_floor=float(config.vol_floor),
-        vol_cap=float(config.vol_cap),
-        activity_free=float(config.activity_free),
-        activity_cap=float(config.activity_cap),
-        trained_at=trained_at.replace(tzinfo=None),
-        trained_by=trained_by,
-    )
-    return rows[GOLD_THRESHOLDS.columns]
-
-
 def train_thresholds(
     spark: SparkSession,
     settings: Settings,
@@ -107,8 +68,8 @@ def train_thresholds(
     symbols: list[str] | None = None,
     until: datetime | None = None,
 ) -> TrainingResult:
-    config = detection_config(settings)
-    candles = to_pandas(trailing_candles(spark, settings, days or settings.train_days, symbols, until))
+    config = DetectionConfig.from_settings(settings)
+    candles = trailing_candles(spark, settings, days or settings.train_days, symbols, until)
     if candles.empty:
         raise ThresholdsRejectedError("no silver candles to train on: backfill some first")
     trained = train(candles, config)
@@ -119,12 +80,12 @@ def train_thresholds(
 
     version = next_version(spark, settings)
     rows = thresholds_rows(usable, config, version, trained_by, datetime.now(UTC))
-    frame = spark.createDataFrame(rows, GOLD_THRESHOLDS.schema)
+    frame = as_spark(spark, GOLD_THRESHOLDS, rows)
     check = validate(frame, thresholds_suite(config.min_train_rows))
     if not check.success:
         raise ThresholdsRejectedError(f"thresholds v{version} failed their contract: {check.summary()}")
-    # mergeSchema: a table written before a statistic was added gets the new column (NULL in its old versions).
-    frame.write.format("delta").mode("append").option("mergeSchema", "true").save(GOLD_THRESHOLDS.location(settings))
+    # A table written before a statistic was added gets the new column (NULL in its old versions).
+    append(spark, settings, GOLD_THRESHOLDS, frame, merge_schema=True)
     return TrainingResult(version, rows, rejected[["symbol", "reason"]], export_json(settings, rows))
 
 
@@ -143,7 +104,8 @@ def export_json(settings: Settings, rows: pd.DataFrame) -> Path:
 
 def latest_thresholds(spark: SparkSession, settings: Settings) -> pd.DataFrame:
     """Per symbol, the row of the newest usable version that includes it (see `usable_latest`)."""
-    return usable_latest(read_table(spark, settings, GOLD_THRESHOLDS).toPandas(), detection_config(settings))
+    versions = read_table(spark, settings, GOLD_THRESHOLDS).toPandas()
+    return usable_latest(versions, DetectionConfig.from_settings(settings))
 
 
 def usable_latest(versions: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
@@ -155,3 +117,30 @@ def usable_latest(versions: pd.DataFrame, config: DetectionConfig) -> pd.DataFra
         log.error("thresholds v%s of %s not used (%s); its previous version stays", row.version, row.symbol, row.reason)
     usable = versions.drop(index=unusable.index).sort_values(["symbol", "version"])
     return usable.groupby("symbol").tail(1).reset_index(drop=True)
+
+
+class ThresholdsReader:
+    """The latest thresholds, re-read only when gold.thresholds has a new commit: a recalibration is seen by the
+    next micro-batch, and a batch without one pays a directory listing instead of a table scan."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.frame = pd.DataFrame()
+
+    def __call__(self, spark: SparkSession, settings: Settings) -> pd.DataFrame:
+        version = log_version(spark, settings, GOLD_THRESHOLDS)
+        if version != self.version:
+            try:
+                self.frame, self.version = latest_thresholds(spark, settings), version
+            except Exception as error:
+                if self.version is None:  # nothing to keep: the query stops and restarts
+                    raise
+                # A version that cannot be read (e.g. a corrupted file) leaves the last good one in force; it is
+                # tried again at the next batch.
+                log.error(
+                    "thresholds v%s unreadable, keeping v%s: %s",
+                    version,
+                    self.version,
+                    f"{type(error).__name__}: {error}"[:300],
+                )
+        return self.frame

@@ -26,9 +26,9 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from lakehouse.settings import Settings
-from pipelines.archives import ArchiveFile, find_archives
-from pipelines.candles import MESSAGE_FIELDS, from_frame, now_ms
-from pipelines.kafka_io import make_producer, publish
+from pipelines.ingestion.archives import ArchiveFile, find_archives
+from pipelines.ingestion.candles import MESSAGE_FIELDS, from_frame, now_ms
+from pipelines.ingestion.kafka_io import make_producer, publish
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def replay_silver(
     progress: bool = True,
     stop: threading.Event | None = None,
 ) -> ReplayResult:
-    """Replay silver candles (a DataFrame with pipelines.detection.CANDLE_COLUMNS) into the settings' topic."""
+    """Replay silver candles (a DataFrame with lakehouse.tables.CANDLE_COLUMNS) into the settings' topic."""
     ordered = frame.sort_values(["open_time", "symbol"], kind="stable")
     return _replay_into_topic(settings, from_frame(ordered, "replay"), len(ordered), speed, progress, stop)
 

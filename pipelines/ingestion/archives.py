@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.candles import KLINE_COLUMNS, BadCandle, from_kline_row
+from pipelines.ingestion.candles import KLINE_COLUMNS, BadCandle, from_kline_row
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdwM])-(?P<period>\d{4}-\d{2}(?:-\d{2})?)$")

@@ -8,7 +8,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from lakehouse.settings import Settings
-from pipelines.candles import encode
+from pipelines.ingestion.candles import encode
 
 
 def make_producer(settings: Settings) -> KafkaProducer:

@@ -19,13 +19,15 @@ from typing import Any
 
 import pandas as pd
 
+from lakehouse.tables import DOUBLE_COLUMNS, PRICE_COLUMNS
+
 # Binance kline columns, in archive/REST order (the 12th, "ignore", is dropped).
 KLINE_COLUMNS = (
     "open_time", "open", "high", "low", "close", "volume", "close_time",
     "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume",
 )  # fmt: skip
-PRICE_FIELDS = ("open", "high", "low", "close")
-FLOAT_FIELDS = (*PRICE_FIELDS, "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+PRICE_FIELDS = PRICE_COLUMNS
+FLOAT_FIELDS = DOUBLE_COLUMNS
 INT_FIELDS = ("open_time", "close_time", "trades")
 MESSAGE_FIELDS = (
     "symbol", "interval", *KLINE_COLUMNS, "event_time", "received_at", "source",

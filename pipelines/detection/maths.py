@@ -35,15 +35,14 @@ Better-than-textbook z-scores, chosen by the backtest numbers (docs/detection.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-CANDLE_COLUMNS = [
-    "symbol", "open_time", "close_time", "open", "high", "low", "close", "volume",
-    "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume",
-]  # fmt: skip
+from lakehouse.settings import Settings
+from lakehouse.tables import CANDLE_COLUMNS
+
 FEATURES = ["ret", "log_ret", "range", "log_volume"]
 WINDOW_STATS = ["win_ret_std", "win_max_range", "win_mean_volume"]
 THRESHOLD_COLUMNS = [
@@ -69,6 +68,16 @@ class DetectionConfig:
     activity_free: float = 2.0  # up to this many times the typical trades a minute is scored as usual ...
     activity_cap: float = 2.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
     min_train_rows: int = 1440  # fewer training candles than this is not a threshold set worth trusting
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionConfig:
+        """The defaults, with what the environment overrides (MARKETLAKE_DETECTION_*)."""
+        overrides = {
+            "k": settings.detection_k,
+            "window_minutes": settings.detection_window_minutes,
+            "robust": settings.detection_robust,
+        }
+        return replace(cls(), **{k: v for k, v in overrides.items() if v is not None})
 
     @property
     def history_minutes(self) -> int:
@@ -256,6 +265,21 @@ def score(candles: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConf
     frame["thresholds_version"] = t.get("version", pd.NA)
     frame["reasons"] = _reasons(frame, t, config)
     return frame
+
+
+def score_after(
+    context: pd.DataFrame, new: pd.DataFrame, thresholds: pd.DataFrame, config: DetectionConfig
+) -> pd.DataFrame:
+    """Scores the `new` candles with the `context` candles before them; the rows of `new` only, with its extra
+    columns (e.g. kafka_timestamp) kept. The one scoring step of the stream, the backtest and the evaluation.
+
+    `context` should hold each symbol's `config.history_minutes` candles before its first new one: then a candle
+    gets exactly the score it gets inside a longer run. A candle in both counts as new."""
+    keys = ["symbol", "open_time"]
+    candles = pd.concat([context[CANDLE_COLUMNS], new[CANDLE_COLUMNS]]).drop_duplicates(keys, keep="last")
+    scored = score(candles.sort_values(keys, kind="stable"), thresholds, config)
+    extra = [c for c in new.columns if c not in scored.columns]
+    return scored.merge(new[keys + extra].drop_duplicates(keys, keep="last"), on=keys, how="inner")
 
 
 def _reasons(frame: pd.DataFrame, t: pd.DataFrame, config: DetectionConfig) -> pd.Series:

@@ -27,11 +27,11 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import merge_into
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
-from pipelines.archives import ArchiveError, ArchiveFile, find_archives
-from pipelines.binance_rest import BinanceRest
-from pipelines.bronze import timestamp_or_null
-from pipelines.candles import KLINE_COLUMNS
-from pipelines.silver import parse, quarantined, valid_candles
+from pipelines.ingestion.archives import ArchiveError, ArchiveFile, find_archives
+from pipelines.ingestion.binance_rest import BinanceRest
+from pipelines.ingestion.candles import KLINE_COLUMNS
+from pipelines.layers.bronze import timestamp_or_null
+from pipelines.layers.silver import parse, quarantined, valid_candles
 
 DAY_MS = 86_400_000
 
@@ -135,7 +135,8 @@ class BinanceArchives:
 @dataclass(frozen=True)
 class BinanceRestKlines:
     """Binance's REST API, /api/v3/klines: 1000 candles a request, weight limits and 429/418 back-off honoured
-    (pipelines.binance_rest). Only closed candles are kept, so a backfill of today never stores a partial one."""
+    (pipelines.ingestion.binance_rest). Only closed candles are kept, so a backfill of today never stores a
+    partial one."""
 
     base_url: str
     name: str = "rest"

@@ -1,6 +1,7 @@
 """The backtest: the detector over historical candles, trained on a period before the one it scores.
 
-The same pure code as the stream (pipelines.detection.score, pipelines.gold.score_rows); only the input differs.
+The same pure code as the stream (pipelines.detection.maths.score_after, pipelines.layers.gold.score_rows); only
+the input differs.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from datetime import UTC, datetime
 
 import pandas as pd
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import append, read_range, to_pandas
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_BACKTEST_SCORES, SILVER_CANDLES
-from pipelines.detection import CANDLE_COLUMNS, DetectionConfig, score, train
-from pipelines.gold import score_rows
+from lakehouse.tables import CANDLE_COLUMNS, GOLD_BACKTEST_SCORES, SILVER_CANDLES
+from pipelines.detection.maths import DetectionConfig, score_after, train
+from pipelines.layers.gold import score_rows
 
 BACKTEST_THRESHOLDS_VERSION = 0  # thresholds trained by the backtest run itself, not a gold.thresholds version
 
@@ -25,7 +25,7 @@ BACKTEST_THRESHOLDS_VERSION = 0  # thresholds trained by the backtest run itself
 class Backtest:
     run_id: str
     scores: pd.DataFrame  # GOLD_BACKTEST_SCORES columns, the scored period only
-    thresholds: pd.DataFrame  # one row per symbol, as pipelines.detection.train returns them
+    thresholds: pd.DataFrame  # one row per symbol, as pipelines.detection.maths.train returns them
 
 
 def split_train(candles: pd.DataFrame, train_days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -38,12 +38,10 @@ def split_train(candles: pd.DataFrame, train_days: float) -> tuple[pd.DataFrame,
 def score_after_training(
     train_part: pd.DataFrame, scored_part: pd.DataFrame, config: DetectionConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train on train_part, score scored_part with the last training candles as history; scored rows only."""
+    """Train on train_part, score scored_part with the last training candles as context; scored rows only."""
     thresholds = train(train_part, config).assign(version=BACKTEST_THRESHOLDS_VERSION)
     context = train_part.groupby("symbol", group_keys=False).tail(config.history_minutes)
-    scored = score(pd.concat([context, scored_part]), thresholds, config)
-    first_scored = scored["symbol"].map(scored_part.groupby("symbol")["open_time"].min())
-    return scored[scored["open_time"] >= first_scored], thresholds
+    return score_after(context, scored_part, thresholds, config), thresholds
 
 
 def run_backtest(candles: pd.DataFrame, config: DetectionConfig, train_days: float) -> Backtest:
@@ -61,18 +59,11 @@ def silver_candles(
 ) -> pd.DataFrame:
     """Silver candles from train_days before start up to end, for a backtest over a date range of silver."""
     first = pd.Timestamp(start) - pd.Timedelta(days=train_days)
-    frame = (
-        read_table(spark, settings, SILVER_CANDLES)
-        .filter((F.col("open_time") >= F.lit(first.to_pydatetime())) & (F.col("open_time") < F.lit(end)))
-        .select(*CANDLE_COLUMNS)
-        .toPandas()
-    )
-    return frame.sort_values(["symbol", "open_time"]).reset_index(drop=True)
+    return to_pandas(read_range(spark, settings, SILVER_CANDLES, first=first, end=end, columns=CANDLE_COLUMNS))
 
 
 def write_delta(spark: SparkSession, settings: Settings, backtest: Backtest) -> int:
-    frame = spark.createDataFrame(backtest.scores, GOLD_BACKTEST_SCORES.schema)
-    frame.write.format("delta").mode("append").save(GOLD_BACKTEST_SCORES.location(settings))
+    append(spark, settings, GOLD_BACKTEST_SCORES, backtest.scores)
     return len(backtest.scores)
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.backtest import split_train
-from pipelines.detection import DetectionConfig, features, score, train
+from pipelines.detection.backtest import split_train
+from pipelines.detection.maths import DetectionConfig, features, score_after, train
 
 
 @dataclass(frozen=True)
@@ -90,17 +90,18 @@ def score_periods(
     """One symbol's candles scored from starts[0] on: period i (from starts[i] to starts[i+1]) with the thresholds
     of `period` i (see train_periods), and the `history_minutes` candles before starts[i] as context."""
     candles = candles.sort_values("open_time").reset_index(drop=True)
-    symbol, times = candles["symbol"].iloc[0], candles["open_time"]
+    times = candles["open_time"]
     bounds = [*starts, times.max() + pd.Timedelta(minutes=1)]
-    batches = []
-    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
-        context = candles[times < start].tail(detection.history_minutes)
-        batch = pd.concat([context, candles[(times >= start) & (times < end)]])
-        batches.append(batch.assign(symbol=f"{symbol}#{i}", scored_from=start))  # one pseudo-symbol per period
-    keyed = thresholds.assign(symbol=symbol + "#" + thresholds["period"].astype(str), version=thresholds["period"])
-    scored = score(pd.concat(batches, ignore_index=True), keyed.drop(columns="period"), detection)
-    scored = scored[scored["open_time"] >= scored["scored_from"]].drop(columns="scored_from")
-    return scored.assign(symbol=symbol).sort_values("open_time").reset_index(drop=True)
+    scored = [
+        score_after(
+            candles[times < start].tail(detection.history_minutes),
+            candles[(times >= start) & (times < end)],
+            thresholds[thresholds["period"] == i].drop(columns="period").assign(version=i),
+            detection,
+        )
+        for i, (start, end) in enumerate(itertools.pairwise(bounds))
+    ]
+    return pd.concat(scored, ignore_index=True).sort_values("open_time").reset_index(drop=True)
 
 
 def evaluate(candles: pd.DataFrame, detection: DetectionConfig, config: EvaluationConfig) -> pd.DataFrame:

@@ -26,9 +26,9 @@ from kafka import KafkaProducer
 from websocket import ABNF, WebSocketException
 
 from lakehouse.settings import Settings
-from pipelines.binance_rest import BinanceRest, BinanceRestError, backoff_delay, interval_ms, kline_aligned
-from pipelines.candles import BadCandle, from_kline_row, from_ws_kline, now_ms
-from pipelines.kafka_io import make_producer, publish
+from pipelines.ingestion.binance_rest import BinanceRest, BinanceRestError, backoff_delay, interval_ms, kline_aligned
+from pipelines.ingestion.candles import BadCandle, from_kline_row, from_ws_kline, now_ms
+from pipelines.ingestion.kafka_io import make_producer, publish
 
 log = logging.getLogger(__name__)
 

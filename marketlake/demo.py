@@ -13,18 +13,17 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import delete_where, read_table
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_SCORES
-from pipelines.backfill import LocalArchives, backfill
-from pipelines.replay import replay_archives
-from pipelines.stream import checkpoint, start_stream
-from pipelines.stream_health import committed_offsets, end_offsets, lag
-from pipelines.training import train_thresholds
+from pipelines.detection.thresholds import train_thresholds
+from pipelines.ingestion.backfill import LocalArchives, backfill
+from pipelines.ingestion.replay import replay_archives
+from pipelines.streaming.health import committed_offsets, end_offsets, lag
+from pipelines.streaming.query import checkpoint, start_stream
 
 SYMBOLS = ("FILUSDT", "NEARUSDT")
 HISTORY = (date(2025, 2, 1), date(2025, 2, 2))
@@ -42,11 +41,7 @@ def wait_for_catch_up(settings: Settings, timeout_s: float = 600.0) -> None:
 def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: tuple[str, ...]) -> int:
     """Deletes the gold.scores rows of `symbols` on `day`; returns how many there were."""
     where = (F.col("open_date") == F.lit(day)) & F.col("symbol").isin(list(symbols))
-    table = DeltaTable.forPath(spark, GOLD_SCORES.location(settings))
-    count = table.toDF().filter(where).count()
-    if count:
-        table.delete(where)
-    return count
+    return delete_where(spark, settings, GOLD_SCORES, where)
 
 
 def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callable[[str], None] = print) -> pd.DataFrame:

@@ -7,16 +7,16 @@ says when it cannot be trusted, so the stream reads silver instead (correctness 
   after a start, a new symbol, a late candle older than the tail) reads silver, and that read seeds the tail;
 - it knows the silver version it reflects: a commit by anyone else (a backfill, maintenance) empties it;
 - it lives as long as one streaming query; a restart (also after a failed batch) starts from an empty tail.
-Pure pandas: the stream does the Delta reads and version checks.
+Pure pandas: the stream hands it the silver version and a reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from pipelines.detection import CANDLE_COLUMNS
+from lakehouse.tables import CANDLE_COLUMNS
 
 
 class SilverTail:
@@ -41,6 +41,26 @@ class SilverTail:
             for symbol, first, last in bounds[["first", "last"]].itertuples()
             if not (symbol in self.since and self.since[symbol] <= first and last <= self.until[symbol])
         ]
+
+    def context(
+        self,
+        batch: pd.DataFrame,
+        history_minutes: int,
+        silver_version: int,
+        read_silver: Callable[[list[str], pd.Timestamp, pd.Timestamp], pd.DataFrame],
+    ) -> pd.DataFrame:
+        """Silver's candles of the batch's symbols from `history_minutes` before each one's first candle to its last:
+        the detection context, and the keys silver holds. Served from the tail; what it may not hold is read once,
+        with `read_silver(symbols, first, last)` (first and last included), which then seeds it."""
+        if silver_version != self.version:  # the first batch, or someone else committed to silver
+            self.clear(silver_version)
+        bounds = batch.groupby("symbol")["open_time"].agg(first="min", last="max")
+        bounds["first"] -= pd.Timedelta(minutes=history_minutes)
+        missing = self.uncovered(bounds)
+        if missing:  # one read for all of them; it covers each from the earliest first to the latest last
+            first, last = bounds.loc[missing, "first"].min(), bounds.loc[missing, "last"].max()
+            self.seed(read_silver(missing, *self.seed_window(first, last)), missing, first, last)
+        return self.between(bounds.index, bounds["first"].min(), bounds["last"].max())
 
     def seed_window(self, first: pd.Timestamp, last: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
         """The open_time range to read from silver for uncovered symbols."""

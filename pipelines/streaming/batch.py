@@ -1,0 +1,285 @@
+"""One micro-batch of the stream: Kafka records -> bronze -> silver (+ quarantine) -> gold.scores, exactly once.
+
+The streaming query (pipelines.streaming.query) calls `run_batch` for each micro-batch; its work is
+`process_batch`, a plain function of (DataFrame, batch id) that tests call on static DataFrames too.
+Exactly once, end to end:
+- Kafka offsets advance only in the checkpoint (beside the tables), after process_batch returned;
+- every write is an append with Delta's idempotent-transaction options (txnAppId + txnVersion = batch id), so a
+  batch replayed after a crash is not written twice;
+- silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
+  (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
+Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
+one: a recalibration applies from the next batch on, without a restart.
+What a failed batch leads to: see pipelines.streaming.failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.delta_io import append_once, log_version, read_range, to_pandas
+from lakehouse.settings import Settings
+from lakehouse.tables import BRONZE_CANDLES, CANDLE_COLUMNS, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE
+from pipelines.detection.maths import DetectionConfig, score_after
+from pipelines.detection.thresholds import ThresholdsReader
+from pipelines.layers.bronze import kafka_to_bronze
+from pipelines.layers.gold import score_rows
+from pipelines.layers.silver import parse, quarantined
+from pipelines.streaming.context import SilverTail
+from pipelines.streaming.failures import FailureKind, failure_kind, first_line
+
+log = logging.getLogger(__name__)
+APP_ID = "marketlake-stream"
+
+
+@dataclass
+@dataclass
+class BatchResult:
+    batch_id: int
+    records: int
+    quarantined: int
+    new_candles: int
+    scored: int
+    anomalies: int
+    thresholds_versions: tuple[int, ...]
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
+    data_failures: int = 0  # attempts of this batch that failed on its data (see failure_kind)
+    isolated: int = 0  # records quarantined because their batch failed twice on its data
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[step] = self.steps.get(step, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+@dataclass
+class StreamCounters:
+    """Totals over the micro-batches of a running stream (reported on its Dagster run)."""
+
+    batches: int = 0
+    records: int = 0
+    quarantined: int = 0
+    scored: int = 0
+    anomalies: int = 0
+    thresholds_version: int | None = None
+
+    def add(self, batch: BatchResult) -> None:
+        self.batches += 1
+        self.records += batch.records
+        self.quarantined += batch.quarantined
+        self.scored += batch.scored
+        self.anomalies += batch.anomalies
+        self.thresholds_version = max(batch.thresholds_versions, default=self.thresholds_version)
+
+    def snapshot(self) -> dict[str, int | None]:
+        return asdict(self)
+
+
+class QueryState:
+    """What a streaming query keeps between its micro-batches; a new query (a restart) starts from scratch."""
+
+    def __init__(self, config: DetectionConfig) -> None:
+        self.thresholds = ThresholdsReader()
+        # Twice the context a batch needs: candles up to history_minutes late are still served from memory.
+        self.tail = SilverTail(behind_minutes=2 * config.history_minutes)
+
+    def forget(self) -> None:
+        """After a failed attempt: the tail may hold half of it, so the next batch reads silver again."""
+        self.tail.clear()
+
+
+def process_batch(
+    spark: SparkSession,
+    settings: Settings,
+    records: DataFrame,
+    batch_id: int,
+    app_id: str = APP_ID,
+    state: QueryState | None = None,
+) -> BatchResult:
+    """One micro-batch of Kafka records (Kafka source schema) through bronze, silver, quarantine and gold.
+
+    `app_id` names the writer for Delta's idempotent appends: the stream passes its query id, which lives in
+    its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped.
+    Gold is written first, as it is what readers wait for; then bronze, quarantine and silver. All are committed
+    before the batch returns (and its offsets commit)."""
+    started = time.perf_counter()
+    config = DetectionConfig.from_settings(settings)
+    state = state or QueryState(config)
+    result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
+    with result.timed("collect"):
+        bronze = kafka_to_bronze(records).cache()
+        parsed = parse(bronze).cache()
+        checked = parsed.select(*SILVER_CANDLES.columns, "reason").toPandas()
+    result.records, result.quarantined = len(checked), int(checked["reason"].notna().sum())
+    try:
+        # Earliest Kafka copy of each candle in the batch wins; latency is measured from its Kafka time.
+        valid = (
+            checked[checked["reason"].isna()]
+            .drop(columns="reason")
+            .sort_values("kafka_timestamp", kind="stable")
+            .drop_duplicates(["symbol", "open_time"], keep="first")
+        )
+        new_in_silver = _gold(spark, settings, valid, batch_id, app_id, state, config, result) if len(valid) else valid
+        _copies(spark, settings, bronze, parsed, new_in_silver, batch_id, app_id, state.tail, result)
+        if len(valid):
+            state.tail.trim(valid)
+    finally:
+        parsed.unpersist()
+        bronze.unpersist()
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    records: DataFrame,
+    batch_id: int,
+    app_id: str,
+    state: QueryState,
+    process: Callable[..., BatchResult] = process_batch,
+) -> BatchResult:
+    """`process` (process_batch), retried once when it fails on its data; if it fails again, the batch's records go
+    to quarantine one row each, with the error as their reason, so the stream moves on. Failures of
+    infrastructure are raised at once (see failure_kind)."""
+    failures: list[BaseException] = []
+    while len(failures) < 2:
+        try:
+            result = process(spark, settings, records, batch_id, app_id, state)
+        except Exception as error:
+            if failure_kind(error) is FailureKind.INFRASTRUCTURE:
+                log.error("batch %d: infrastructure failure, stopping: %s", batch_id, first_line(error))
+                raise
+            failures.append(error)
+            state.forget()
+            log.warning("batch %d failed on its data (attempt %d): %s", batch_id, len(failures), first_line(error))
+            continue
+        result.data_failures = len(failures)
+        return result
+    return quarantine_batch(spark, settings, records, batch_id, app_id, failures[-1])
+
+
+def quarantine_batch(
+    spark: SparkSession, settings: Settings, records: DataFrame, batch_id: int, app_id: str, error: BaseException
+) -> BatchResult:
+    """Every record of a batch that failed on its data -> bronze (if that failed attempt had not written it: same
+    transaction) and one quarantine row each, with its Kafka coordinates and the error."""
+    started = time.perf_counter()
+    bronze = kafka_to_bronze(records).cache()
+    try:
+        reason = f"micro-batch {batch_id} failed twice on its data: {first_line(error)}"
+        rows = bronze.select(
+            "source", "symbol", "open_time", "value", F.lit(reason).alias("reason"), "topic", "partition", "offset",
+            F.current_timestamp().alias("quarantined_at"),
+        )  # fmt: skip
+        append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
+        # A writer of its own: the failed attempt may have committed some quarantine rows under app_id already.
+        append_once(spark, settings, SILVER_QUARANTINE, rows, f"{app_id}:isolated", batch_id)
+        isolated = bronze.count()
+    finally:
+        bronze.unpersist()
+    log.error("batch %d: %d record(s) moved to quarantine: %s", batch_id, isolated, reason)
+    result = BatchResult(batch_id, isolated, isolated, 0, 0, 0, (), data_failures=2, isolated=isolated)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _gold(
+    spark: SparkSession,
+    settings: Settings,
+    valid: pd.DataFrame,
+    batch_id: int,
+    app_id: str,
+    state: QueryState,
+    config: DetectionConfig,
+    result: BatchResult,
+) -> pd.DataFrame:
+    """Score the batch's candles that gold lacks and append them; returns the candles that silver lacks."""
+    with result.timed("context"):
+        context = _context(spark, settings, state.tail, valid, config.history_minutes)
+    new_in_silver = _absent(valid, context)
+    result.new_candles = len(new_in_silver)
+    # Candles new to silver are not in gold either, except when this very batch crashed after its gold commit:
+    # then its gold append is skipped whole (same txnVersion). The other candles (duplicates, a batch re-run after
+    # a crash after its silver commit) are looked up in gold.
+    seen = _absent(valid, new_in_silver)
+    if not seen.empty:
+        with result.timed("gold_read"):
+            symbols = sorted(seen["symbol"].unique())
+            first, last = seen["open_time"].min(), seen["open_time"].max()
+            keys = read_range(spark, settings, GOLD_SCORES, symbols, first, last, GOLD_SCORES.keys, inclusive=True)
+            seen = _absent(seen, to_pandas(keys))
+    to_score = pd.concat([new_in_silver, seen])
+    if to_score.empty:
+        return new_in_silver
+    with result.timed("thresholds"):
+        thresholds = state.thresholds(spark, settings)
+    with result.timed("score"):
+        gold = score_rows(score_after(context, to_score, thresholds, config))
+    with result.timed("gold_write"):
+        append_once(spark, settings, GOLD_SCORES, gold, app_id, batch_id)
+    result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
+    result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
+    return new_in_silver
+
+
+def _context(
+    spark: SparkSession, settings: Settings, tail: SilverTail, valid: pd.DataFrame, history_minutes: int
+) -> pd.DataFrame:
+    """Silver's candles of the batch's symbols from `history_minutes` before its first candle to its last: the
+    detection context and the keys silver holds (see SilverTail.context)."""
+
+    def read_silver(symbols: list[str], first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
+        rows = read_range(spark, settings, SILVER_CANDLES, symbols, first, last, CANDLE_COLUMNS, inclusive=True)
+        return to_pandas(rows)
+
+    return tail.context(valid, history_minutes, log_version(spark, settings, SILVER_CANDLES), read_silver)
+
+
+def _copies(
+    spark: SparkSession,
+    settings: Settings,
+    bronze: DataFrame,
+    parsed: DataFrame,
+    new_in_silver: pd.DataFrame,
+    batch_id: int,
+    app_id: str,
+    tail: SilverTail,
+    result: BatchResult,
+) -> None:
+    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting."""
+
+    def write_raw() -> None:
+        with result.timed("bronze_write"):
+            append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
+            if result.quarantined:
+                append_once(spark, settings, SILVER_QUARANTINE, quarantined(parsed), app_id, batch_id)
+
+    with ThreadPoolExecutor(max_workers=1) as raw_writer:
+        raw = raw_writer.submit(write_raw)
+        if not new_in_silver.empty:
+            with result.timed("silver_write"):
+                append_once(spark, settings, SILVER_CANDLES, new_in_silver, app_id, batch_id)
+            tail.committed(new_in_silver, log_version(spark, settings, SILVER_CANDLES))
+        raw.result()
+
+
+def _absent(candles: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `candles` whose (symbol, open_time) is not in `stored`."""
+    keys = stored[["symbol", "open_time"]].assign(_stored=True)
+    merged = candles.merge(keys, on=["symbol", "open_time"], how="left")
+    return candles[merged["_stored"].isna().to_numpy()]

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP   := $(VENV)/.installed
 JARS_STAMP := .jars/.resolved
 
-.PHONY: setup tools jars demo test lint format down clean
+.PHONY: setup tools jars demo test test-fast lint format down clean
 
 setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium docker-compose
 
@@ -35,6 +35,10 @@ demo: setup
 test: setup lint
 	$(BIN)/pytest
 
+# The pure layer (no Spark, no service): the maths, parsers, settings, definitions; well under a minute.
+test-fast: $(PY_STAMP)
+	$(BIN)/pytest -m pure -q
+
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,7 +49,6 @@ format: $(PY_STAMP)
 
 down:
 	-$(BIN)/marketlake down
-	-$(BIN)/marketlake sql-server down
 
 clean: down
 	rm -rf var .jars $(VENV) $(SUPERSET_VENV)

@@ -1,9 +1,9 @@
 """Benchmark: backfill one symbol-month from a local archive folder into bronze/silver (what the Dagster asset runs
 per (day, symbol) partition), in a temporary lakehouse.
 
-    .venv/bin/python bench/backfill_month.py [FOLDER] [SYMBOL] [YYYY-MM]
+    .venv/bin/python bench/backfill_month.py FOLDER [SYMBOL] [YYYY-MM]   # e.g. ../shared/data/binance
 
-Default: NEARUSDT 2023-09 from ../shared/data/binance (a monthly CSV).
+SYMBOL and month default to NEARUSDT 2023-09 (a monthly CSV in FOLDER or below).
 """
 
 import sys
@@ -12,11 +12,13 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from lakehouse.settings import PROJECT_ROOT, Settings
+from lakehouse.settings import Settings
 from lakehouse.spark import ensure_tables, get_spark
 from pipelines.ingestion.backfill import LocalArchives, backfill_day
 
-folder = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT_ROOT.parent / "shared/data/binance"
+if len(sys.argv) < 2:
+    sys.exit(__doc__)
+folder = Path(sys.argv[1])
 symbol = sys.argv[2] if len(sys.argv) > 2 else "NEARUSDT"
 month = date.fromisoformat((sys.argv[3] if len(sys.argv) > 3 else "2023-09") + "-01")
 

@@ -1,6 +1,6 @@
 """Benchmark: `marketlake backtest` over one symbol-month of real candles (target: under 60 s on 2 cores).
 
-    .venv/bin/python bench/backtest_month.py [PATH.csv]   # default: NEARUSDT 2023-09 from ../shared/data/binance
+    .venv/bin/python bench/backtest_month.py PATH.csv   # e.g. ../shared/data/binance/futures-um/NEARUSDT-1m-2023-09.csv
 
 Times the pure detection (train + score) and the whole command (reading the file, Spark start, Delta + CSV writes).
 """
@@ -11,16 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from lakehouse.settings import PROJECT_ROOT
 from pipelines.detection.backtest import run_backtest
 from pipelines.detection.maths import DetectionConfig
 from pipelines.ingestion.archives import read_frame
 
-path = (
-    Path(sys.argv[1])
-    if len(sys.argv) > 1
-    else PROJECT_ROOT.parent / "shared/data/binance/futures-um/NEARUSDT-1m-2023-09.csv"
-)
+if len(sys.argv) < 2:
+    sys.exit(__doc__)
+path = Path(sys.argv[1])
 
 started = time.perf_counter()
 frame = read_frame([path])
@@ -31,7 +28,7 @@ detect_s = time.perf_counter() - started
 print(f"{path.name}: {len(frame)} candles read in {read_s:.2f} s; train+score {len(result.scores)} in {detect_s:.2f} s")
 
 with tempfile.TemporaryDirectory() as home:
-    command = [str(PROJECT_ROOT / ".venv/bin/marketlake"), "backtest", "--candles", str(path), "--train-days", "7"]
+    command = [str(Path(sys.executable).parent / "marketlake"), "backtest", "--candles", str(path), "--train-days", "7"]
     command += ["--csv", f"{home}/scores.csv"]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env={"MARKETLAKE_HOME": home, "PATH": "/usr/bin:/bin"})

@@ -14,11 +14,16 @@ from itertools import pairwise
 
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
-from lakehouse.settings import PROJECT_ROOT, Settings
+from lakehouse.settings import Settings
+from marketlake.binance_server import (
+    BinanceServer,
+    delivery,
+    live_producer,
+    read_topic,
+    sample_rows,
+    wait_for_topic_size,
+)
 from pipelines.ingestion.live import LiveOptions
-
-sys.path.insert(0, str(PROJECT_ROOT))  # tests/ is not an installed package
-from tests.binance_server import BinanceServer, delivery, live_producer, read_topic, sample_rows, wait_for_topic_size
 
 minute_s = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
 CUTS = [(60, 0.0), (160, 1.0), (300, 3.0)]  # (market minute, outage seconds)

@@ -14,10 +14,8 @@ import time
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
+from marketlake.binance_server import topic_size
 from pipelines.ingestion.replay import archive_candles, archive_files, replay_archives
-
-sys.path.insert(0, str(PROJECT_ROOT))  # tests/ is not an installed package
-from tests.binance_server import topic_size
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
@@ -32,7 +30,7 @@ with tempfile.TemporaryDirectory() as home:
         env={}, home=home, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port()
     )
     broker = KafkaBroker.from_settings(base)
-    print(f"kafka broker ready in {broker.start():.1f} s")
+    print(f"kafka broker ready in {broker.start()['start']:.1f} s")
     try:
         for run in range(1, runs + 1):
             settings = Settings.from_env(

@@ -1,8 +1,8 @@
 """Compare the engines behind Superset on real candles: the Spark SQL endpoint (hive://) vs DuckDB over Delta.
 
-    .venv/bin/python bench/sql_engines.py [--days 28]
+    .venv/bin/python bench/sql_engines.py PATH... [--days 28]     # e.g. ../shared/data/binance/futures-um/*2025-02.csv
 
-Builds gold tables from one month of real candles (4 symbol-months of ../shared/data/binance, never holdout) in a
+Builds gold tables from the kline files given (the published numbers: 4 symbol-months of real candles) in a
 temporary home, starts the SQL endpoint and Superset once per engine, and prints median/p95 chart query time
 (through Superset's chart data API), SQL Lab schema browsing, five dashboards opened at once and freshness
 (seconds from a Delta append to the row being visible through Superset).
@@ -17,63 +17,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import SparkSession
 
-from lakehouse.settings import PROJECT_ROOT, Settings
-from lakehouse.tables import GOLD_SCORES, GOLD_THRESHOLDS, SILVER_QUARANTINE
-
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "binance"
-MONTH = sorted(DATA.rglob("*-1m-*.csv"))
-
-
-def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.DataFrame]:
-    """gold.scores / gold.thresholds / silver.quarantine rows computed from real candles by the backtest."""
-    from pipelines.detection.backtest import run_backtest
-    from pipelines.detection.maths import DetectionConfig
-    from pipelines.ingestion.archives import read_frame
-    from pipelines.layers.gold import thresholds_rows
-
-    frame = read_frame(files)
-    if days:
-        frame = frame[frame.open_time < frame.groupby("symbol").open_time.transform("min") + pd.Timedelta(days=days)]
-    config = DetectionConfig()
-    result = run_backtest(frame, config, train_days=2)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    # Same version number as the scores carry, so scores join their thresholds.
-    version = int(result.scores.thresholds_version.iloc[0])
-    thresholds = thresholds_rows(result.thresholds, config, version, "bench", now)
-    quarantine = pd.DataFrame(
-        {
-            "source": "kafka",
-            "symbol": ["FILUSDT", "NEARUSDT", None],
-            "open_time": [now, now, None],
-            "value": ['{"k": {"o": "x"}}', '{"k": {"o": -1}}', "not json"],
-            "reason": ["open is not a number", "negative price", "unparseable JSON"],
-            "topic": "marketlake.candles.1m",
-            "partition": 0,
-            "offset": [1, 2, 3],
-            "quarantined_at": now,
-        }
-    )
-    return {
-        GOLD_SCORES.name: result.scores[GOLD_SCORES.columns],
-        GOLD_THRESHOLDS.name: thresholds,
-        SILVER_QUARANTINE.name: quarantine[SILVER_QUARANTINE.columns],
-    }
-
-
-def write_tables(spark: SparkSession, settings: Settings, frames: dict[str, pd.DataFrame]) -> None:
-    """Append each frame to its registry table's Delta location."""
-    from lakehouse.tables import by_name
-
-    for name, frame in frames.items():
-        table = by_name(name)
-        writer = spark.createDataFrame(frame, table.schema).write.format("delta").mode("append")
-        writer.partitionBy(*table.partition_by).save(table.location(settings))
+from lakehouse.settings import Settings
+from marketlake.seed import gold_sample, write_tables
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -122,6 +71,7 @@ def measure(settings: Settings, engine: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("files", nargs="+", type=Path, help="Binance kline files (CSV or zip) to build gold from.")
     parser.add_argument("--days", type=float, default=None, help="Trim each symbol-month to this many days.")
     args = parser.parse_args()
     from lakehouse.services.process import free_port
@@ -132,7 +82,7 @@ def main() -> None:
     settings = Settings.from_env(home=home, sql_port=free_port(), superset_port=free_port())
     spark = get_spark(settings, "bench-sql-engines")
     ensure_tables(spark, settings)
-    write_tables(spark, settings, gold_sample(MONTH, args.days))
+    write_tables(spark, settings, gold_sample(args.files, args.days))
     spark.stop()  # one Spark JVM at a time: the endpoint is the next one
     results = {"duckdb": measure(settings, "duckdb")}
     server = SqlServer(settings)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from delta.tables import DeltaTable
 
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import append, read_table
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
@@ -59,9 +59,7 @@ def history(spark, settings: Settings, names: list[str]) -> None:
         ingested_at=pd.Timestamp.now(),
         open_date=lambda f: f["open_time"].dt.date,
     )
-    spark.createDataFrame(silver[SILVER_CANDLES.columns], SILVER_CANDLES.schema).write.format("delta").mode(
-        "append"
-    ).save(SILVER_CANDLES.location(settings))
+    append(spark, settings, SILVER_CANDLES, silver)
     train_thresholds(spark, settings, trained_by="bench", days=2)
 
 

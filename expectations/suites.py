@@ -9,8 +9,7 @@ import great_expectations.expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame
 
-from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.detection.maths import POSITIVE_COLUMNS
+from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES, positive_statistics
 
 
 def silver_candles_suite() -> gx.ExpectationSuite:
@@ -41,7 +40,7 @@ def thresholds_suite(min_train_rows: int) -> gx.ExpectationSuite:
             # Spark orders NaN above every number: the upper bound is what rejects a NaN statistic.
             *[
                 gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=1e300)
-                for c in POSITIVE_COLUMNS
+                for c in positive_statistics(GOLD_THRESHOLDS.columns)
             ],
             gxe.ExpectColumnValuesToBeBetween(column="train_rows", min_value=min_train_rows),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=list(GOLD_THRESHOLDS.keys)),

@@ -30,12 +30,14 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakehouse.services import process
+from lakehouse.services.base import Service
 from lakehouse.settings import PROJECT_ROOT, Settings
+from lakehouse.tables import VIEWS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,18 +48,6 @@ GUARD_SOURCES = PROJECT_ROOT / "jvm" / "sql-endpoint"
 # JVM system properties the guard reads (ReadOnlyExtension): set once the platform's own registration is done.
 READ_ONLY, LAKE_ROOT = "marketlake.sql.readOnly", "marketlake.sql.lakeRoot"
 AUTHENTICATOR = "hive.server2.custom.authentication.class"
-# A view for dashboards and SQL users: scored candles with at least one vote.
-VIEWS = {"gold.anomalies": "SELECT * FROM gold.scores WHERE votes >= 1"}
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Settings as MARKETLAKE_* variables, so a child process rebuilds exactly these with Settings.from_env."""
-    env = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[f"MARKETLAKE_{f.name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return env
 
 
 def pyspark_jars() -> Path:
@@ -106,7 +96,11 @@ def check_exposure(settings: Settings) -> None:
 
 
 @dataclass(frozen=True)
-class SqlServer:
+class SqlServer(Service):
+    name = "Spark SQL endpoint"
+    start_timeout_s = 180.0
+    stop_timeout_s = 30.0
+
     settings: Settings
 
     @property
@@ -125,14 +119,6 @@ class SqlServer:
     @property
     def url(self) -> str:
         return f"jdbc:hive2://{self.host}:{self.port}/default"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "server.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "server.log"
 
     def spark_conf(self) -> dict[str, str]:
         from lakehouse.spark import spark_conf, spark_jars
@@ -158,26 +144,15 @@ class SqlServer:
             ),
         }
 
-    def is_running(self) -> bool:
-        return process.read_pid(self.pid_file) is not None
-
-    def is_ready(self) -> bool:
-        return process.port_open(self.host, self.port)
-
-    def start(self, timeout_s: float = 180.0) -> float:
-        """Start the server (unless running) and wait for its port; returns the seconds waited."""
+    def start(self, timeout_s: float | None = None) -> dict[str, float]:
         check_exposure(self.settings)
-        if self.is_running():
-            return 0.0
-        if self.is_ready():
-            raise process.ServiceError(f"port {self.port} is taken by another process (set MARKETLAKE_SQL_PORT)")
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = os.environ | settings_env(self.settings) | {"HIVE_SERVER2_THRIFT_PORT": str(self.port)}
-        process.start([sys.executable, "-m", "lakehouse.sql_endpoint"], self.pid_file, self.log_file, env=env)
-        return process.wait_ready(self.is_ready, timeout_s, self.pid_file, "Spark SQL endpoint", self.log_file)
+        return super().start(timeout_s)
 
-    def stop(self) -> bool:
-        return process.stop(self.pid_file, timeout_s=30.0)
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "lakehouse.sql_endpoint"]
+
+    def env(self) -> dict[str, str]:
+        return os.environ | self.settings.to_env() | {"HIVE_SERVER2_THRIFT_PORT": str(self.port)}
 
 
 def register(spark, settings: Settings) -> None:
@@ -185,8 +160,8 @@ def register(spark, settings: Settings) -> None:
     from lakehouse.spark import ensure_tables
 
     ensure_tables(spark, settings)
-    for name, query in VIEWS.items():
-        spark.sql(f"CREATE OR REPLACE VIEW {name} AS {query}")
+    for view in VIEWS:
+        spark.sql(f"CREATE OR REPLACE VIEW {view.name} AS {view.query}")
 
 
 def run_sql(spark: SparkSession, settings: Settings, sql: str) -> pd.DataFrame:

@@ -146,6 +146,13 @@ GOLD_THRESHOLDS = Table(
     description="Per-symbol detection thresholds; every training run appends a new version, old ones are kept.",
 )
 
+
+def positive_statistics(columns: list[str]) -> list[str]:
+    """The thresholds' statistics that must be positive for a version to be usable: scales, limits, the typical
+    trade count (the contract of gold.thresholds, checked by its suite and by the stream's reader)."""
+    return [c for c in columns if c.endswith(("_scale", "_limit")) or c == "trades_center"]
+
+
 GOLD_SCORES = Table(
     "gold",
     "scores",
@@ -188,6 +195,20 @@ REGISTRY: tuple[Table, ...] = (
     GOLD_SCORES,
     GOLD_BACKTEST_SCORES,
 )
+
+
+@dataclass(frozen=True)
+class View:
+    """A named query over registry tables, defined the same in every SQL engine (Spark SQL endpoint, DuckDB)."""
+
+    name: str
+    query: str
+    tables: tuple[Table, ...]  # what it reads: an engine creates it once these exist
+
+
+# Scored candles with at least one vote: what dashboards and SQL users look at.
+GOLD_ANOMALIES = View("gold.anomalies", f"SELECT * FROM {GOLD_SCORES.name} WHERE votes >= 1", (GOLD_SCORES,))
+VIEWS: tuple[View, ...] = (GOLD_ANOMALIES,)
 
 
 def by_name(name: str) -> Table:

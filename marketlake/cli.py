@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import typer
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+from lakehouse.services.base import Service
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.settings import PROJECT_ROOT, Settings
 
@@ -18,40 +20,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold secrets (passwords, keys)
 )
-services = typer.Typer(help="Start, stop and inspect the local services (Kafka broker).", no_args_is_help=True)
-app.add_typer(services, name="services")
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
 
 def _settings() -> Settings:
     return Settings.from_env()
-
-
-@services.command("up")
-def services_up() -> None:
-    """Start the local Kafka broker (KRaft) and create the candle topic."""
-    settings = _settings()
-    broker = KafkaBroker.from_settings(settings)
-    waited = broker.start()
-    created = ensure_topic(broker.bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-    typer.echo(f"kafka broker ready at {broker.bootstrap_servers} in {waited:.1f} s (data in {broker.data_dir})")
-    typer.echo(f"topic {settings.kafka_topic}: {'created' if created else 'exists'}")
-
-
-@services.command("down")
-def services_down() -> None:
-    """Stop the local services."""
-    stopped = KafkaBroker.from_settings(_settings()).stop()
-    typer.echo("kafka broker stopped" if stopped else "kafka broker was not running")
-
-
-@services.command("status")
-def services_status() -> None:
-    """Say which local services run."""
-    broker = KafkaBroker.from_settings(_settings())
-    state = "ready" if broker.is_running() and broker.is_ready() else "running" if broker.is_running() else "stopped"
-    typer.echo(f"kafka broker at {broker.bootstrap_servers}: {state}")
 
 
 @app.command()
@@ -158,13 +132,14 @@ def demo() -> None:
     from marketlake.demo import run_demo
 
     settings = _settings()
-    services_up()
+    KafkaBroker.from_settings(settings).start()
+    typer.echo(_candle_topic(settings, KafkaBroker.from_settings(settings)))
     spark = _lakehouse_spark(settings, "marketlake-demo")
     try:
         run_demo(spark, settings, SAMPLE, say=typer.echo)
     finally:
         spark.stop()
-    typer.echo("done; the broker keeps running (stop it with `make down` or `marketlake services down`)")
+    typer.echo("done; the broker keeps running (stop it with `make down` or `marketlake broker down`)")
 
 
 @app.command()
@@ -327,42 +302,6 @@ def replay_command(
     )
 
 
-sql_server = typer.Typer(
-    help="The Spark SQL (Thrift/HiveServer2) endpoint over the Delta tables.", no_args_is_help=True
-)
-app.add_typer(sql_server, name="sql-server")
-superset_app = typer.Typer(help="Superset on the gold tables, dashboards provisioned as code.", no_args_is_help=True)
-app.add_typer(superset_app, name="superset")
-
-
-@sql_server.command("up")
-def sql_server_up() -> None:
-    """Start the endpoint (every registry table registered by name) and wait until it answers."""
-    from lakehouse.sql_endpoint import SqlServer
-
-    server = SqlServer(_settings())
-    waited = server.start()
-    typer.echo(f"Spark SQL endpoint ready at {server.url} in {waited:.1f} s (log: {server.log_file})")
-
-
-@sql_server.command("down")
-def sql_server_down() -> None:
-    """Stop the endpoint."""
-    from lakehouse.sql_endpoint import SqlServer
-
-    typer.echo("Spark SQL endpoint stopped" if SqlServer(_settings()).stop() else "Spark SQL endpoint was not running")
-
-
-@sql_server.command("status")
-def sql_server_status() -> None:
-    """Say whether the endpoint runs and answers."""
-    from lakehouse.sql_endpoint import SqlServer
-
-    server = SqlServer(_settings())
-    state = "ready" if server.is_running() and server.is_ready() else "running" if server.is_running() else "stopped"
-    typer.echo(f"Spark SQL endpoint at {server.url}: {state}")
-
-
 @app.command("sql")
 def sql_command(
     query: str = typer.Argument(..., help='SQL on the lakehouse tables, e.g. "SELECT * FROM gold.anomalies LIMIT 5".'),
@@ -387,35 +326,66 @@ def sql_command(
             typer.echo(result.to_string(index=False))
 
 
-@superset_app.command("up")
-def superset_up() -> None:
-    """Start Superset (own virtualenv) and provision the connection, datasets and dashboards."""
+def service_commands(
+    name: str,
+    help_text: str,
+    make: Callable[[Settings], Service],
+    after_up: Callable[[Settings, Service], str] = lambda settings, service: "",
+) -> None:
+    """`marketlake <name> up|down|status` for a local service; `after_up` runs once it is up and says what it did."""
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name)
+
+    @group.command("up")
+    def service_up() -> None:
+        """Start it (unless it runs) and wait until it is ready."""
+        settings = _settings()
+        service = make(settings)
+        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in service.start().items())
+        typer.echo(f"{service.name} ready at {service.url} ({steps}; log: {service.log_file})")
+        if said := after_up(settings, service):
+            typer.echo(said)
+
+    @group.command("down")
+    def service_down() -> None:
+        """Stop it."""
+        service = make(_settings())
+        typer.echo(f"{service.name} {'stopped' if service.stop() else 'was not running'}")
+
+    @group.command("status")
+    def service_status() -> None:
+        """Say whether it runs and is ready."""
+        service = make(_settings())
+        typer.echo(f"{service.name} at {service.url}: {service.state()}")
+
+
+def _candle_topic(settings: Settings, broker: Service) -> str:
+    created = ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    return f"topic {settings.kafka_topic}: {'created' if created else 'exists'}"
+
+
+def _sql_server(settings: Settings) -> Service:
+    from lakehouse.sql_endpoint import SqlServer
+
+    return SqlServer(settings)
+
+
+def _superset(settings: Settings) -> Service:
     from lakehouse.services.superset import Superset
 
-    superset = Superset(_settings())
-    timings = superset.start()
-    steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
-    typer.echo(f"Superset ready at {superset.url} ({superset.settings.superset_engine}; {steps})")
-    typer.echo(f"log in as admin; password in $SUPERSET_ADMIN_PASSWORD or {superset.home / 'admin_password'}")
+    return Superset(settings)
 
 
-@superset_app.command("down")
-def superset_down() -> None:
-    """Stop Superset."""
-    from lakehouse.services.superset import Superset
-
-    typer.echo("Superset stopped" if Superset(_settings()).stop() else "Superset was not running")
-
-
-@superset_app.command("status")
-def superset_status() -> None:
-    """Say whether Superset runs and is healthy."""
-    from lakehouse.services.superset import Superset
-
-    superset = Superset(_settings())
-    state = "healthy" if superset.is_ready() else "running" if superset.is_running() else "stopped"
-    typer.echo(f"Superset at {superset.url}: {state}")
-
+service_commands(
+    "broker", "The local Kafka broker (KRaft) and the candle topic.", KafkaBroker.from_settings, _candle_topic
+)
+service_commands("sql-server", "The Spark SQL (Thrift/HiveServer2) endpoint over the Delta tables.", _sql_server)
+service_commands(
+    "superset",
+    "Superset on the gold tables, dashboards provisioned as code.",
+    _superset,
+    lambda settings, service: f"log in as admin; password in $SUPERSET_ADMIN_PASSWORD or {service.home}/admin_password",
+)
 
 if __name__ == "__main__":
     app()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lakehouse.services import process
-from lakehouse.services.dagster import Dagster
+from lakehouse.services.dagster import DagsterProcess
 from lakehouse.services.kafka_broker import KafkaBroker
 from lakehouse.services.superset import VENV as SUPERSET_VENV
 from lakehouse.services.superset import Superset
@@ -50,13 +50,13 @@ def check_java() -> Finding:
 
 def check_ports(settings: Settings) -> Iterator[Finding]:
     """Each port is free, or held by the project's own service (then it is in use as it should be)."""
-    dagster, broker = Dagster(settings), KafkaBroker.from_settings(settings).is_running()
+    broker = KafkaBroker.from_settings(settings).is_running()
     code_port = int(settings.dagster_code_server.rsplit(":", 1)[1])
     owners = [
         ("MARKETLAKE_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_port, broker),
         ("MARKETLAKE_KAFKA_CONTROLLER_PORT", settings.kafka_controller_port, broker),
-        ("MARKETLAKE_DAGSTER_PORT", settings.dagster_port, dagster.is_running("webserver")),
-        ("MARKETLAKE_DAGSTER_CODE_SERVER", code_port, dagster.is_running("code-server")),
+        ("MARKETLAKE_DAGSTER_PORT", settings.dagster_port, DagsterProcess(settings, "webserver").is_running()),
+        ("MARKETLAKE_DAGSTER_CODE_SERVER", code_port, DagsterProcess(settings, "code-server").is_running()),
         ("MARKETLAKE_SUPERSET_PORT", settings.superset_port, Superset(settings).is_running()),
         ("MARKETLAKE_SQL_PORT", settings.sql_port, False),
     ]  # fmt: skip

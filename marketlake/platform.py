@@ -70,12 +70,12 @@ def up(settings: Settings, say: Say, superset: bool = True) -> dict[str, float]:
 
 
 def down(settings: Settings, say: Say) -> None:
-    for name, stop in (
-        ("Superset", Superset(settings).stop),
-        ("Dagster and its runs", Dagster(settings).stop),
-        ("Kafka broker", KafkaBroker.from_settings(settings).stop),
-    ):
-        say(f"{name}: {'stopped' if stop() else 'was not running'}")
+    """Stop every local service, readers first: Superset, the SQL endpoint, Dagster and its runs, the broker."""
+    from lakehouse.sql_endpoint import SqlServer
+
+    dagster = Dagster(settings).processes()[::-1]  # the daemon first: no new runs
+    for service in (Superset(settings), SqlServer(settings), *dagster, KafkaBroker.from_settings(settings)):
+        say(f"{service.name}: {'stopped' if service.stop() else 'was not running'}")
 
 
 @dataclass(frozen=True)
@@ -107,27 +107,14 @@ def latest_runs(dagster: Dagster, jobs: tuple[str, ...]) -> dict[str, tuple[str,
 
 
 def components(settings: Settings) -> list[Component]:
-    from pipelines.streaming.health import committed_offsets, end_offsets, lag
-    from pipelines.streaming.query import checkpoint
+    from pipelines.streaming.health import describe_lag
 
-    broker = KafkaBroker.from_settings(settings)
     dagster = Dagster(settings)
-    superset = Superset(settings)
-
-    def state(running: bool, ready: bool) -> str:
-        return "ready" if ready else "starting or unhealthy" if running else "stopped"
-
-    found = [Component("kafka broker", state(broker.is_running(), broker.is_ready()), broker.bootstrap_servers)]
-    for role in ("code-server", "webserver", "daemon"):
-        where = dagster.url if role == "webserver" else settings.dagster_code_server if role == "code-server" else ""
-        found.append(Component(f"dagster {role}", state(dagster.is_running(role), dagster.ready(role)), where))
-    found.append(Component("superset", state(superset.is_running(), superset.is_ready()), superset.url))
+    services = [KafkaBroker.from_settings(settings), *dagster.processes(), Superset(settings)]
+    found = [Component(service.name, service.state(), service.url) for service in services]
     runs = latest_runs(dagster, ("run_stream_job", "run_producer_job"))
-    try:
-        behind = f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
-    except Exception as error:  # no checkpoint yet, or the broker is down
-        behind = f"lag unknown ({type(error).__name__})"
-    found.append(Component("stream", runs["run_stream_job"][0], f"{behind} {runs['run_stream_job'][1]}"))
+    stream_state, counters = runs["run_stream_job"]
+    found.append(Component("stream", stream_state, f"{describe_lag(settings)} {counters}".strip()))
     found.append(Component("producer", *runs["run_producer_job"]))
     return found
 

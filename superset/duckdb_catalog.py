@@ -1,7 +1,9 @@
 """Build the DuckDB catalog Superset reads, and confine every connection to it to the lake's folders.
 
 Runs in .venv-superset (where duckdb 1.4.4 and the offline Delta extension live):
-    python superset/duckdb_catalog.py <catalog.duckdb> '<json {"gold.scores": "/lake/gold/scores", ...}>'
+    python superset/duckdb_catalog.py <catalog.duckdb> '<json {"gold.scores": "/lake/gold/scores", ...}>' \
+        '<json {"gold.anomalies": {"query": "SELECT ...", "tables": ["gold.scores"]}}>'
+Tables and views come from the registry (lakehouse/tables.py), so both SQL engines define them alike.
 The file is built beside the target and renamed over it, so Superset's read-only connections never see half of it.
 Views hold no data: delta_scan reads the table's latest snapshot on every query. The catalog also records the
 folders its views read (the macro `lake_directories()`); `confine` allows a connection those folders and nothing
@@ -20,8 +22,6 @@ from typing import Any
 import duckdb
 import duckdb_ext
 
-# Same rule as the Spark endpoint's gold.anomalies view.
-VIEWS = {"gold.anomalies": "SELECT * FROM gold.scores WHERE votes >= 1"}
 LAKE_DIRECTORIES = "lake_directories"
 # DuckDB shares one database instance (and its settings) between the open connections to a file.
 _confining = threading.Lock()
@@ -31,7 +31,7 @@ def sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def build(target: Path, tables: dict[str, str]) -> list[str]:
+def build(target: Path, tables: dict[str, str], views: dict[str, dict[str, Any]]) -> list[str]:
     """Create the catalog; returns the names it holds (tables without a Delta log yet are left out)."""
     tmp = target.with_suffix(".building")
     tmp.unlink(missing_ok=True)
@@ -46,9 +46,9 @@ def build(target: Path, tables: dict[str, str]) -> list[str]:
         names.append(name)
     directories = sorted(tables[name].rstrip("/") + "/" for name in names)
     con.execute(f"CREATE MACRO {LAKE_DIRECTORIES}() AS {sql_list(directories)}::VARCHAR[]")
-    for name, query in VIEWS.items():
-        if all(dep in names for dep in ("gold.scores",)):
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+    for name, view in views.items():
+        if all(table in names for table in view["tables"]):
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {view['query']}")
             names.append(name)
     con.close()
     os.replace(tmp, target)
@@ -86,4 +86,4 @@ def confine(con: Any) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(build(Path(sys.argv[1]), json.loads(sys.argv[2]))))
+    print(json.dumps(build(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))))

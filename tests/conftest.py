@@ -1,7 +1,9 @@
-"""Shared fixtures: one SparkSession and one Kafka broker for the whole run, each in a temporary home."""
+"""Shared fixtures: one SparkSession and one Kafka broker for the whole run, each in a temporary home, each started
+only when a test needs it; and the test layers (pure, spark, integration) that follow from them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,23 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_settings(session_home: Path) -> Settings:
+    """The session's settings: its own home, a one-thread Spark. No service is started for them."""
+    return Settings.from_env(env={}, home=str(session_home), spark_master="local[1]", spark_shuffle_partitions=1)
+
+
+@pytest.fixture(scope="session")
+def spark(base_settings: Settings):
+    from lakehouse.spark import get_spark
+
+    session = get_spark(base_settings, "marketlake-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
 def broker(session_home: Path) -> Iterator[KafkaBroker]:
-    """A real KRaft broker on free ports, started once and stopped at the end of the run."""
+    """A real KRaft broker on free ports, started once (by the first test that needs it) and stopped at the end."""
     settings = Settings.from_env(
         env={},
         home=str(session_home),
@@ -34,40 +51,42 @@ def broker(session_home: Path) -> Iterator[KafkaBroker]:
     broker.stop()
 
 
-@pytest.fixture(scope="session")
-def base_settings(session_home: Path, broker: KafkaBroker) -> Settings:
-    return Settings.from_env(
-        env={},
-        home=str(session_home),
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_controller_port=broker.controller_port,
-        spark_master="local[1]",
-        spark_shuffle_partitions=1,
-    )
-
-
-@pytest.fixture(scope="session")
-def spark(base_settings: Settings):
-    from lakehouse.spark import get_spark
-
-    session = get_spark(base_settings, "marketlake-tests")
-    yield session
-    session.stop()
+def on_lake(settings: Settings, root: Path) -> Settings:
+    """The settings with another lakehouse root, and the stream checkpoint that goes with it (derived again)."""
+    return dataclasses.replace(settings, lakehouse_root=str(root), checkpoint_root="")
 
 
 @pytest.fixture
-def settings(base_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    """Per-test lakehouse root and topic, on the shared broker and Spark session."""
+def settings(base_settings: Settings, tmp_path: Path) -> Settings:
+    """Per-test lakehouse root (on the shared Spark session); no Kafka: see kafka_settings."""
+    return on_lake(base_settings, tmp_path / "lakehouse")
+
+
+@pytest.fixture
+def kafka_settings(
+    base_settings: Settings, broker: KafkaBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """`settings` plus a topic of this test's own on the shared broker. A module whose tests talk to Kafka says so
+    by overriding `settings` with this fixture."""
     topic = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:200]
-    s = Settings.from_env(
-        env={},
-        home=base_settings.home,
-        lakehouse_root=str(tmp_path / "lakehouse"),
-        kafka_bootstrap_servers=base_settings.kafka_bootstrap_servers,
-        kafka_controller_port=base_settings.kafka_controller_port,
+    s = dataclasses.replace(
+        on_lake(base_settings, tmp_path / "lakehouse"),
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_controller_port=broker.controller_port,
         kafka_topic=topic,
-        spark_master=base_settings.spark_master,
-        spark_shuffle_partitions=base_settings.spark_shuffle_partitions,
     )
     ensure_topic(s.kafka_bootstrap_servers, s.kafka_topic, s.kafka_topic_partitions)
     return s
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test's layer follows from what it uses: `integration` (the broker fixture, or services it starts
+    itself, marked by hand), else `spark` (the shared session), else `pure` (`make test-fast` runs these)."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if "broker" in uses or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        elif "spark" in uses:
+            item.add_marker(pytest.mark.spark)
+        else:
+            item.add_marker(pytest.mark.pure)

@@ -19,7 +19,6 @@ from pipelines.ingestion.archives import ArchiveFile
 from pipelines.ingestion.backfill import BinanceArchives, BinanceRestKlines, LocalArchives, backfill_day
 from tests.conftest import SAMPLE
 
-pytestmark = pytest.mark.spark
 CRASH_DAY = date(2025, 2, 3)
 
 
@@ -123,13 +122,14 @@ def test_rest_backfill_pages_through_the_day(spark, settings, binance_rest_serve
     assert sources == {"rest"}
 
 
-def test_silver_rows_replay_into_kafka_in_event_time_order(spark, settings):
+def test_silver_rows_replay_into_kafka_in_event_time_order(spark, kafka_settings):
     from datetime import datetime
 
+    from marketlake.binance_server import read_topic
     from pipelines.detection.backtest import silver_candles
     from pipelines.ingestion.replay import replay_silver
-    from tests.binance_server import read_topic
 
+    settings = kafka_settings
     ensure_tables(spark, settings)
     for symbol in ("FILUSDT", "NEARUSDT"):
         backfill_day(spark, settings, LocalArchives(SAMPLE), symbol, CRASH_DAY)

@@ -4,15 +4,12 @@ backfills of other days at the same time (two runs), each MERGE retried when it 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
-import pytest
-
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES
 from pipelines.ingestion.backfill import LocalArchives, backfill
 from tests.conftest import SAMPLE
 
-pytestmark = pytest.mark.spark
 SYMBOLS = ("FILUSDT", "NEARUSDT")
 
 

@@ -9,8 +9,6 @@ from lakehouse.tables import GOLD_BACKTEST_SCORES
 from marketlake.cli import app
 from tests.conftest import SAMPLE
 
-pytestmark = pytest.mark.spark
-
 
 @pytest.fixture
 def env(settings, monkeypatch):

@@ -28,7 +28,7 @@ import yaml
 
 from lakehouse.services.dagster import write_config
 from lakehouse.settings import PROJECT_ROOT, Settings
-from lakehouse.tables import REGISTRY
+from lakehouse.tables import REGISTRY, VIEWS
 
 COMPOSE = shutil.which("docker-compose")
 SCRIPTS = PROJECT_ROOT / "superset"
@@ -234,9 +234,11 @@ def test_superset_services_run_the_local_scripts_with_their_variables(services: 
 
 def test_catalog(services: dict[str, dict[str, Any]]) -> None:
     init = services["superset-init"]["command"]
-    catalog_path, tables = re.search(r"duckdb_catalog\.py (\S+)\s+\"(.*)\"", init, re.S).groups()
+    catalog_path, tables, views = re.search(r"duckdb_catalog\.py (\S+)\s+\"(.*)\"\s+\"(.*)\"", init, re.S).groups()
     root = Settings.from_env(env={}, lakehouse_root="/lakehouse")
     assert json.loads(tables.replace('\\"', '"')) == {t.name: t.location(root) for t in REGISTRY}
+    expected_views = {v.name: {"query": v.query, "tables": [t.name for t in v.tables]} for v in VIEWS}
+    assert json.loads(views.replace('\\"', '"')) == expected_views
     uri = services["superset-provision"]["environment"]["MARKETLAKE_SUPERSET_DATABASE_URI"]
     assert uri == f"duckdb:///{catalog_path}"
 

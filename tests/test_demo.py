@@ -7,7 +7,11 @@ from lakehouse.spark import ensure_tables
 from marketlake.demo import run_demo
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here talks to Kafka: a topic of its own on the shared broker."""
+    return kafka_settings
 
 
 def test_the_demo_finds_the_crash_and_a_rerun_finds_the_same(spark, settings):

@@ -2,12 +2,9 @@
 
 from datetime import date, datetime
 
-import pytest
-
 from expectations.suites import silver_candles_suite, thresholds_suite, validate
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
 
-pytestmark = pytest.mark.spark
 T0 = datetime(2025, 2, 3)
 
 

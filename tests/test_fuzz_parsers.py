@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.settings import Settings
+from marketlake.binance_server import kline_event, rest_row, sample_rows
 from pipelines.ingestion.archives import ArchiveError, ArchiveFile, read_frame
 from pipelines.ingestion.backfill import check_archive
 from pipelines.ingestion.binance_rest import BinanceRestError, next_cursor
 from pipelines.ingestion.candles import MESSAGE_FIELDS, BadCandle, encode, from_kline_row, now_ms
 from pipelines.ingestion.live import LiveProducer, MalformedMessage, parse_message
 from tests.bad_records import json_values, odd_values
-from tests.binance_server import kline_event, rest_row, sample_rows
 from tests.conftest import SAMPLE
 
 ROWS = sample_rows(("FILUSDT",), minutes=3)["FILUSDT"]

@@ -10,8 +10,6 @@ from lakehouse.settings import Settings
 from lakehouse.spark import JarsMissingError, ensure_tables, spark_conf
 from lakehouse.tables import REGISTRY, SILVER_QUARANTINE
 
-pytestmark = pytest.mark.spark
-
 
 def test_ensure_tables_creates_every_registry_table_with_its_schema_and_partitioning(spark, settings):
     ensure_tables(spark, settings)

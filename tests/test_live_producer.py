@@ -16,9 +16,7 @@ from concurrent.futures import Future
 import pytest
 
 from lakehouse.settings import PROJECT_ROOT, Settings
-from pipelines.ingestion.binance_rest import BinanceRest, backoff_delay, interval_ms, kline_aligned, weight_pause
-from pipelines.ingestion.live import LiveOptions, MalformedMessage, parse_message, stream_url
-from tests.binance_server import (
+from marketlake.binance_server import (
     BinanceServer,
     delivery,
     kline_event,
@@ -27,8 +25,24 @@ from tests.binance_server import (
     sample_rows,
     wait_for_topic_size,
 )
+from pipelines.ingestion.binance_rest import (
+    Backoff,
+    BinanceRest,
+    backoff_delay,
+    interval_ms,
+    kline_aligned,
+    weight_pause,
+)
+from pipelines.ingestion.live import LiveOptions, MalformedMessage, parse_message, stream_url
 
-FAST = LiveOptions(backoff_initial_s=0.05, backoff_max_s=0.5, recv_timeout_s=0.2, stale_after_s=5, stats_every_s=1)
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here talks to Kafka: a topic of its own on the shared broker."""
+    return kafka_settings
+
+
+FAST = LiveOptions(backoff=Backoff(0.05, 0.5), recv_timeout_s=0.2, stale_after_s=5, stats_every_s=1)
 ROW = sample_rows(("FILUSDT",), minutes=1)["FILUSDT"][0]
 
 
@@ -120,7 +134,6 @@ def assert_exactly_the_closed_candles(settings: Settings, server: BinanceServer)
     return candles
 
 
-@pytest.mark.integration
 def test_publishes_each_closed_candle_once(settings):
     with BinanceServer(sample_rows(minutes=60), ping_interval_s=0.1) as server:
         with live_producer(settings, server, FAST) as future:
@@ -134,7 +147,6 @@ def test_publishes_each_closed_candle_once(settings):
     assert pongs >= 5  # it answered the server's pings (else the server would have dropped it)
 
 
-@pytest.mark.integration
 def test_forced_disconnect_is_gap_filled_from_rest_without_loss_or_doubles(settings):
     with BinanceServer(sample_rows(minutes=150)) as server:
         with live_producer(settings, server, FAST) as future:
@@ -154,7 +166,6 @@ def test_forced_disconnect_is_gap_filled_from_rest_without_loss_or_doubles(setti
     assert rest_log[1][0] - rest_log[0][0] >= 1.0
 
 
-@pytest.mark.integration
 def test_a_gap_rest_cannot_fill_is_counted_and_the_stream_goes_on(settings):
     with BinanceServer(sample_rows(minutes=100)) as server:
         with live_producer(settings, server, FAST) as future:
@@ -169,7 +180,6 @@ def test_a_gap_rest_cannot_fill_is_counted_and_the_stream_goes_on(settings):
     assert (d.lost, d.doubled, d.unexpected) == (stats.unfilled, 0, 0)
 
 
-@pytest.mark.integration
 def test_malformed_messages_are_counted_and_the_stream_goes_on(settings):
     with BinanceServer(sample_rows(minutes=80)) as server:
         with live_producer(settings, server, FAST) as future:
@@ -183,7 +193,6 @@ def test_malformed_messages_are_counted_and_the_stream_goes_on(settings):
     assert_exactly_the_closed_candles(settings, server)
 
 
-@pytest.mark.integration
 def test_planned_reconnects_before_the_connection_age_limit_lose_nothing(settings):
     with BinanceServer(sample_rows(minutes=120)) as server:
         with live_producer(settings, server, dataclasses.replace(FAST, max_connection_age_s=1.0)) as future:
@@ -193,7 +202,7 @@ def test_planned_reconnects_before_the_connection_age_limit_lose_nothing(setting
     assert_exactly_the_closed_candles(settings, server)
 
 
-@pytest.mark.integration
+@pytest.mark.integration  # a loopback Binance server of its own
 def test_rest_pages_by_1000_and_honours_retry_after():
     with BinanceServer(sample_rows(("NEARUSDT",), minutes=None)) as server:
         server.set_clock(server.minutes)  # the whole day has closed
@@ -210,7 +219,6 @@ def test_rest_pages_by_1000_and_honours_retry_after():
         assert len(list(rest.klines("NEARUSDT", "1m", server.base + 60_000, server.base + 11 * 60_000))) == 10
 
 
-@pytest.mark.integration
 def test_produce_command_flushes_and_exits_cleanly_on_sigterm(settings):
     env = {
         **os.environ,

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from lakehouse.delta_io import read_table
 from lakehouse.tables import GOLD_THRESHOLDS, SILVER_CANDLES
@@ -45,7 +44,7 @@ def test_definitions_load_with_the_expected_graph(settings):
 
 def materialize(defs, selection, partition_key=None, run_config=None):
     result = dg.materialize(
-        list(defs.assets),
+        [*defs.assets, *defs.asset_checks],
         selection=selection,
         partition_key=partition_key,
         resources=defs.resources,
@@ -55,7 +54,6 @@ def materialize(defs, selection, partition_key=None, run_config=None):
     return result
 
 
-@pytest.mark.spark
 def test_backfill_partitions_then_training_through_dagster(spark, settings):
     defs = build_definitions(settings)
     backfill = [dg.AssetKey(["bronze", "candles"]), dg.AssetKey(["silver", "candles"])]

@@ -13,11 +13,18 @@ import pytest
 
 from lakehouse.services.kafka_broker import ensure_topic
 from lakehouse.settings import PROJECT_ROOT
+from marketlake.binance_server import delivery, read_topic
 from pipelines.ingestion.archives import ArchiveFile
 from pipelines.ingestion.kafka_io import make_producer
 from pipelines.ingestion.replay import archive_candles, archive_files, estimated_count, replay, replay_archives
-from tests.binance_server import delivery, read_topic
 from tests.conftest import SAMPLE
+
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here talks to Kafka: a topic of its own on the shared broker."""
+    return kafka_settings
+
 
 SPOT = SAMPLE / "spot" / "LUNAUSDT-1m-2022-05-09.zip"
 FIL = SAMPLE / "futures-um" / "FILUSDT-1m-2025-02-03.zip"
@@ -60,7 +67,6 @@ def test_folders_are_searched_for_archives():
 # -- through the broker --------------------------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_both_archive_formats_arrive_once_in_event_time_order(settings):
     result = replay_archives(settings, [SPOT, FIL, NEAR], progress=False)
     assert result.sent == 3 * 1440
@@ -81,7 +87,6 @@ def test_both_archive_formats_arrive_once_in_event_time_order(settings):
     assert len(sequence) == 3 * 1440 and order(sequence) == sorted(order(sequence))
 
 
-@pytest.mark.integration
 def test_speed_factor_paces_on_market_time(settings):
     # Any iterable of candle messages in event-time order (e.g. silver rows): one hour of two symbols.
     streams = [itertools.islice(ArchiveFile.parse(p).candles(source="archive"), 61) for p in (FIL, NEAR)]
@@ -103,7 +108,6 @@ def test_speed_factor_paces_on_market_time(settings):
     assert (d.received, d.lost, d.doubled, d.sources) == (122, 0, 0, {"replay": 122})
 
 
-@pytest.mark.integration
 def test_candles_out_of_event_time_order_are_refused(settings):
     candles = list(itertools.islice(ArchiveFile.parse(FIL).candles(), 3))
     producer = make_producer(settings)
@@ -114,7 +118,6 @@ def test_candles_out_of_event_time_order_are_refused(settings):
         producer.close()
 
 
-@pytest.mark.integration
 def test_replay_command(settings):
     env = {
         **os.environ,

@@ -3,14 +3,11 @@
 from datetime import datetime
 
 import numpy as np
-import pytest
 
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.layers.bronze import kafka_to_bronze
 from pipelines.layers.silver import parse, quarantined, valid_candles
 from tests.bad_records import BAD_RECORDS, GOOD, examples, kafka_records, kafka_rows, variant
-
-pytestmark = pytest.mark.spark
 
 
 def bronze_rows(spark, records):

@@ -7,19 +7,14 @@ import subprocess
 
 import pytest
 
-from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import free_port
 from lakehouse.settings import Settings
-from lakehouse.sql_endpoint import SqlServer, beeline, run_sql, settings_env
+from lakehouse.sql_endpoint import SqlServer, beeline, run_sql
+from marketlake.seed import gold_sample, write_tables
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration  # starts services of its own
 FIL = sorted(SAMPLE.glob("futures-um/FILUSDT-1m-2025-02-0*.zip"))
-
-
-def test_settings_env_round_trips() -> None:
-    settings = Settings.from_env(env={}, home="/tmp/x", symbols=("A", "B"), sql_port=10123, detection_k=4.0)
-    assert Settings.from_env(env=settings_env(settings)) == settings
 
 
 def test_endpoint_serves_registry_tables_and_later_writes(spark, settings: Settings) -> None:

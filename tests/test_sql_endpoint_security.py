@@ -10,14 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import ServiceError, free_port
 from lakehouse.settings import Settings
 from lakehouse.sql_endpoint import SqlServer, beeline, check_exposure
 from lakehouse.tables import GOLD_SCORES, GOLD_THRESHOLDS
+from marketlake.seed import gold_sample, write_tables
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration  # starts services of its own
 PASSWORD = "test-only-" + "x" * 24
 READ_ONLY = "marketlake SQL endpoint is read-only"
 

@@ -23,7 +23,13 @@ from pipelines.streaming.query import start_stream
 from tests.bad_records import BAD_RECORDS, examples, variant
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here talks to Kafka: a topic of its own on the shared broker."""
+    return kafka_settings
+
+
 SYMBOLS = ("FILUSDT", "NEARUSDT")
 
 

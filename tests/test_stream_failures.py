@@ -84,7 +84,6 @@ class Flaky:
 RECORDS = [(b"FILUSDT", variant().encode()), (b"FILUSDT", b"\xff garbage"), (None, None)]
 
 
-@pytest.mark.spark
 def test_a_data_failure_is_retried_once(spark, settings):
     body = Flaky(ValueError("boom"))
     state = QueryState(DetectionConfig.from_settings(settings))
@@ -92,7 +91,6 @@ def test_a_data_failure_is_retried_once(spark, settings):
     assert (body.calls, result.records, result.data_failures, result.isolated) == (2, 3, 1, 0)
 
 
-@pytest.mark.spark
 def test_a_batch_failing_twice_on_its_data_is_quarantined_record_by_record_and_once(spark, settings):
     ensure_tables(spark, settings)
     state = QueryState(DetectionConfig.from_settings(settings))
@@ -108,7 +106,6 @@ def test_a_batch_failing_twice_on_its_data_is_quarantined_record_by_record_and_o
     assert read_table(spark, settings, BRONZE_CANDLES).count() == 3
 
 
-@pytest.mark.spark
 def test_an_infrastructure_failure_is_raised_without_a_retry(spark, settings):
     body = Flaky(ConnectionRefusedError("broker gone"))
     state = QueryState(DetectionConfig.from_settings(settings))

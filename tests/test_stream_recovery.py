@@ -18,7 +18,11 @@ from pipelines.ingestion.kafka_io import make_producer
 from pipelines.ingestion.replay import replay
 from tests.test_stream import crash_day, prepare
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here talks to Kafka: a topic of its own on the shared broker."""
+    return kafka_settings
 
 
 def start_stream_process(settings, log: Path) -> subprocess.Popen:

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.sql_engines import gold_sample, write_tables
 from lakehouse.services.process import free_port
 from lakehouse.services.superset import ADMIN, VENV, Superset, database_uri, provisioning
 from lakehouse.settings import PROJECT_ROOT, Settings
+from marketlake.seed import gold_sample, write_tables
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration  # starts services of its own
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "superset"
 load_content = provisioning().load_content

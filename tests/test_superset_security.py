@@ -16,7 +16,7 @@ import pytest
 from lakehouse.services.superset import Superset, provisioning
 from tests.test_superset_browser import open_dashboards, superset  # noqa: F401  (superset: the fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration  # starts services of its own
 provision = provisioning()
 REFUSED = r"file system operations are disabled|disallowed|not allowed|locked|Permission|does not exist|40[03]|422"
 DISABLED = "file system operations are disabled"

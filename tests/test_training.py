@@ -3,7 +3,6 @@
 from datetime import UTC, date, datetime
 
 import pandas as pd
-import pytest
 
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
@@ -14,7 +13,6 @@ from pipelines.ingestion.backfill import LocalArchives, backfill_day
 from pipelines.layers.gold import thresholds_rows
 from tests.conftest import SAMPLE
 
-pytestmark = [pytest.mark.spark]
 ADDED_LATER = ["trades_center", "activity_free", "activity_cap"]
 
 

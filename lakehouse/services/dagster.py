@@ -19,6 +19,7 @@ import requests
 import yaml
 
 from lakehouse.services import process
+from lakehouse.services.base import Service
 from lakehouse.settings import PROJECT_ROOT, Settings
 
 LOCATION = "marketlake"
@@ -121,40 +122,85 @@ def exec_role(settings: Settings, role: str, host: str = "127.0.0.1") -> None:
     os.execve(cmd[0], cmd, environment(settings))
 
 
+ROLES = ("code-server", "webserver", "daemon")  # in start order
+
+
 @dataclass(frozen=True)
-class Dagster:
-    """The three processes, started in the background by `marketlake up` with a pid file and a log each."""
+class DagsterProcess(Service):
+    """One of Dagster's three processes, run as `marketlake dagster <role>` (what the containers run too)."""
 
     settings: Settings
+    role: str
+    start_timeout_s = 300.0
+    stop_timeout_s = 30.0
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"Dagster {self.role}"
 
     @property
     def home(self) -> Path:
         return Path(self.settings.dagster_home)
 
     @property
+    def log_file(self) -> Path:
+        return Path(self.settings.home) / "logs" / f"dagster-{self.role}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / f"{self.role}.pid"
+
+    @property
+    def port(self) -> int:
+        if self.role == "code-server":
+            return int(self.settings.dagster_code_server.rsplit(":", 1)[1])
+        return self.settings.dagster_port if self.role == "webserver" else 0
+
+    @property
+    def url(self) -> str:
+        if self.role == "webserver":
+            return Dagster(self.settings).url
+        return self.settings.dagster_code_server if self.role == "code-server" else ""
+
+    def command(self) -> list[str]:
+        cli = shutil.which("marketlake", path=str(Path(sys.executable).parent)) or "marketlake"
+        return [cli, "dagster", self.role]
+
+    def env(self) -> dict[str, str]:
+        return environment(self.settings)
+
+    def is_ready(self) -> bool:
+        if self.role == "code-server":
+            return process.port_open(self.settings.dagster_code_server.rsplit(":", 1)[0], self.port)
+        if self.role == "webserver":
+            return Dagster(self.settings).serves()
+        return Dagster(self.settings).daemon_healthy()
+
+    def start(self, timeout_s: float | None = None) -> dict[str, float]:
+        # Another process's daemon (it serves no port) shows as a healthy daemon of this instance.
+        if not self.is_running() and self.is_ready():
+            raise process.ServiceError(f"the {self.name} of another process already serves this instance")
+        return super().start(timeout_s)
+
+
+@dataclass(frozen=True)
+class Dagster:
+    """The webserver's API (what the UI calls) and the three processes `marketlake up` starts in the background."""
+
+    settings: Settings
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.dagster_port}"
 
-    def pid_file(self, role: str) -> Path:
-        return self.home / f"{role}.pid"
+    def processes(self) -> list[DagsterProcess]:
+        return [DagsterProcess(self.settings, role) for role in ROLES]
 
-    def log_file(self, role: str) -> Path:
-        return Path(self.settings.home) / "logs" / f"dagster-{role}.log"
-
-    def port(self, role: str) -> int:
-        if role == "code-server":
-            return int(self.settings.dagster_code_server.rsplit(":", 1)[1])
-        return self.settings.dagster_port if role == "webserver" else 0
-
-    def ready(self, role: str) -> bool:
-        if role == "code-server":
-            return process.port_open(self.settings.dagster_code_server.rsplit(":", 1)[0], self.port(role))
-        if role == "webserver":
-            try:
-                return requests.get(f"{self.url}/server_info", timeout=2).ok
-            except requests.RequestException:
-                return False
-        return self.daemon_healthy()
+    def serves(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/server_info", timeout=2).ok
+        except requests.RequestException:
+            return False
 
     def graphql(self, query: str, timeout_s: float = 30.0, **variables: object) -> dict:
         """The `data` of a query to the webserver's GraphQL API (what the UI itself calls)."""
@@ -204,28 +250,10 @@ class Dagster:
         required = [s["healthy"] for s in statuses if s["required"]]
         return bool(required) and all(required)
 
-    def is_running(self, role: str) -> bool:
-        return process.read_pid(self.pid_file(role)) is not None
-
-    def start(self, timeout_s: float = 300.0) -> dict[str, float]:
+    def start(self, timeout_s: float | None = None) -> dict[str, float]:
         """Start what is not running yet, in order, each waited for; returns seconds per role."""
-        cli = shutil.which("marketlake", path=str(Path(sys.executable).parent)) or "marketlake"
-        waited = {}
-        for role in ("code-server", "webserver", "daemon"):
-            if not self.is_running(role):
-                if self.ready(role) or process.port_open("127.0.0.1", self.port(role)):
-                    raise process.ServiceError(
-                        f"port {self.port(role)} of the Dagster {role} is taken by another process"
-                    )
-                process.start(
-                    [cli, "dagster", role], self.pid_file(role), self.log_file(role), environment(self.settings)
-                )
-            waited[role] = process.wait_ready(
-                lambda role=role: self.ready(role), timeout_s, self.pid_file(role), f"Dagster {role}",
-                self.log_file(role),
-            )  # fmt: skip
-        return waited
+        return {p.role: p.start(timeout_s)["start"] for p in self.processes()}
 
     def stop(self) -> bool:
         """Stop the daemon first (no new runs), then the webserver, then the code server and the runs it launched."""
-        return any([process.stop(self.pid_file(role), timeout_s=30) for role in ("daemon", "webserver", "code-server")])
+        return any([p.stop() for p in reversed(self.processes())])

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lakehouse.services import process
+from lakehouse.services.base import Service
 from lakehouse.settings import Settings
 
 
 @dataclass(frozen=True)
-class KafkaBroker:
+class KafkaBroker(Service):
+    name = "Kafka broker"
+    file_stem = "broker"
+
     home: Path
     port: int
     controller_port: int
@@ -37,14 +41,6 @@ class KafkaBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "broker.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "broker.log"
 
     @property
     def data_dir(self) -> Path:
@@ -102,14 +98,15 @@ class KafkaBroker:
             *args,
         ]
 
-    def _write_config(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
+        """Its configuration, and its storage formatted on the first start."""
         self.config_file.write_text(self.server_properties())
         (self.home / "log4j2.properties").write_text(
             "rootLogger.level=INFO\nrootLogger.appenderRef.stdout.ref=STDOUT\n"
             "appender.stdout.type=Console\nappender.stdout.name=STDOUT\n"
             "appender.stdout.layout.type=PatternLayout\nappender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
         )
+        self._format_storage()
 
     def _format_storage(self) -> None:
         if (self.data_dir / "meta.properties").exists():
@@ -127,26 +124,12 @@ class KafkaBroker:
         if result.returncode != 0:
             raise process.ServiceError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
 
-    def is_running(self) -> bool:
-        return process.read_pid(self.pid_file) is not None
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_file))
 
     def is_ready(self) -> bool:
-        return process.port_open("127.0.0.1", self.port)
-
-    def start(self, timeout_s: float = 60.0) -> float:
-        """Start the broker (formatting storage on first start) and wait for it; returns seconds waited."""
-        if self.is_running():
-            return process.wait_ready(self._serves, timeout_s, self.pid_file, "Kafka broker", self.log_file)
-        if process.port_open("127.0.0.1", self.port):
-            raise process.ServiceError(f"port {self.port} is already taken by another process")
-        self._write_config()
-        self._format_storage()
-        process.start(self._java("kafka.Kafka", str(self.config_file)), self.pid_file, self.log_file)
-        return process.wait_ready(self._serves, timeout_s, self.pid_file, "Kafka broker", self.log_file)
-
-    def _serves(self) -> bool:
         """The port opens before the broker has registered with its controller: wait for metadata too."""
-        if not self.is_ready():
+        if not process.port_open(self.host, self.port):
             return False
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
@@ -161,9 +144,6 @@ class KafkaBroker:
             return False
         finally:
             admin.close()
-
-    def stop(self) -> bool:
-        return process.stop(self.pid_file)
 
 
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> bool:

@@ -30,8 +30,9 @@ from urllib.parse import quote
 import requests
 
 from lakehouse.services import process
+from lakehouse.services.base import Service
 from lakehouse.settings import PROJECT_ROOT, Settings
-from lakehouse.tables import REGISTRY
+from lakehouse.tables import REGISTRY, VIEWS
 
 VENV = PROJECT_ROOT / ".venv-superset"
 CONTENT = PROJECT_ROOT / "superset"
@@ -79,7 +80,11 @@ def database_uri(engine: str, settings: Settings, catalog: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Superset:
+class Superset(Service):
+    name = "Superset"
+    file_stem = "superset"
+    start_timeout_s = 240.0
+
     settings: Settings
 
     @property
@@ -87,16 +92,12 @@ class Superset:
         return Path(self.settings.home) / "superset"
 
     @property
+    def port(self) -> int:
+        return self.settings.superset_port
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.superset_port}"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "superset.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "superset.log"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def catalog(self) -> Path:
@@ -134,8 +135,9 @@ class Superset:
     def build_catalog(self) -> list[str]:
         """DuckDB views over every registry table that has a Delta log (rebuilt on each start)."""
         tables = {t.name: t.location(self.settings) for t in REGISTRY}
+        views = {v.name: {"query": v.query, "tables": [t.name for t in v.tables]} for v in VIEWS}
         script = str(CONTENT / "duckdb_catalog.py")
-        return json.loads(self._run("python", script, str(self.catalog), json.dumps(tables)))
+        return json.loads(self._run("python", script, str(self.catalog), json.dumps(tables), json.dumps(views)))
 
     def initialise(self) -> None:
         """Metadata schema and roles (once per Superset version), admin user and its password (every start)."""
@@ -150,42 +152,36 @@ class Superset:
         )  # fmt: skip
         return json.loads(out.splitlines()[-1])
 
-    def is_running(self) -> bool:
-        return process.read_pid(self.pid_file) is not None
-
     def is_ready(self) -> bool:
         try:
             return requests.get(f"{self.url}/health", timeout=2).text.strip() == "OK"
         except requests.RequestException:
             return False
 
-    def start(self, timeout_s: float = 240.0) -> dict[str, float]:
+    def prepare(self) -> None:
+        self.home.chmod(0o700)  # its secrets, metadata and catalog are for the Superset process only
+
+    def command(self) -> list[str]:
+        cmd = [str(VENV / "bin" / "gunicorn"), "--bind", f"{self.host}:{self.port}"]
+        # One worker process, threads for concurrent chart queries; long timeout for cold Spark queries.
+        return [*cmd, "--workers", "1", "--threads", "8", "--timeout", "300", "superset.app:create_app()"]
+
+    def start(self, timeout_s: float | None = None) -> dict[str, float]:
         """Initialise, start and provision; returns seconds per step."""
         if not (VENV / "bin" / "superset").exists():
             raise process.ServiceError(f"no Superset virtualenv at {VENV}; run `make superset-venv`")
         timings: dict[str, float] = {}
         clock = time.monotonic()
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.home.chmod(0o700)  # its secrets, metadata and catalog are for the Superset process only
         if self.settings.superset_engine == "duckdb":
             self.build_catalog()
         self.initialise()
         timings["initialise"] = time.monotonic() - clock
-        if not self.is_running():
-            if process.port_open("127.0.0.1", self.settings.superset_port):
-                raise process.ServiceError(f"port {self.settings.superset_port} is taken (MARKETLAKE_SUPERSET_PORT)")
-            cmd = [str(VENV / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{self.settings.superset_port}"]
-            # One worker process, threads for concurrent chart queries; long timeout for cold Spark queries.
-            cmd += ["--workers", "1", "--threads", "8", "--timeout", "300", "superset.app:create_app()"]
-            process.start(cmd, self.pid_file, self.log_file, env=self.env())
-            timings["start"] = process.wait_ready(self.is_ready, timeout_s, self.pid_file, "Superset", self.log_file)
+        timings |= super().start(timeout_s)
         clock = time.monotonic()
         self.provision()
         timings["provision"] = time.monotonic() - clock
         return timings
-
-    def stop(self) -> bool:
-        return process.stop(self.pid_file)
 
     def api(self) -> Any:
         """A logged-in client of Superset's REST API (provision.Api)."""

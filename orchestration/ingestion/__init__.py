@@ -1,0 +1,1 @@
+"""Ingestion: backfills into bronze and silver."""

@@ -9,6 +9,7 @@ from dagster_pyspark import LazyPySparkResource
 from expectations.suites import silver_candles_suite, validate
 from lakehouse.settings import Settings
 from orchestration.ingestion.partitions import candle_partitions
+from orchestration.keys import BRONZE_CANDLES_KEY, SILVER_CANDLES_KEY
 from orchestration.resources import lakehouse_session
 from pipelines.ingestion.backfill import (
     BinanceArchives,
@@ -18,9 +19,6 @@ from pipelines.ingestion.backfill import (
     backfill,
     silver_days,
 )
-
-SILVER_CANDLES_KEY = dg.AssetKey(["silver", "candles"])
-BRONZE_CANDLES_KEY = dg.AssetKey(["bronze", "candles"])
 
 
 class BackfillConfig(dg.Config):
@@ -38,7 +36,7 @@ def kline_source(config: BackfillConfig, settings: Settings) -> KlineSource:
     raise dg.Failure(f"unknown backfill source {config.source!r}: use local, binance-archive or rest")
 
 
-def build_ingestion_assets(settings: Settings) -> list:
+def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     partitions_def = candle_partitions(settings)
 
     @dg.multi_asset(

@@ -1,0 +1,1 @@
+"""Streaming: the long-running runs and their supervisors."""

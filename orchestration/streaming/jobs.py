@@ -4,33 +4,22 @@
 import threading
 from dataclasses import asdict
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from lakehouse.settings import Settings
 from orchestration.resources import lakehouse_session
-from orchestration.supervision import LONG_RUNNING_TAG, heartbeat, supervisor_sensor
+from orchestration.supervision import LONG_RUNNING_TAG, heartbeat
 from pipelines.ingestion.live import LiveStats, produce_live
 from pipelines.ingestion.replay import replay_day
 from pipelines.streaming.batch import StreamCounters
-from pipelines.streaming.health import committed_offsets, end_offsets, lag
-from pipelines.streaming.query import checkpoint, run_supervised
+from pipelines.streaming.query import run_supervised
 
 LONG_RUNNING = {LONG_RUNNING_TAG: "true"}
 
 
-def stream_lag(settings: Settings) -> str:
-    if not Path(checkpoint(settings)).exists():
-        return ""
-    try:
-        return f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
-    except Exception as error:  # the broker may be down: say so, do not fail the sensor
-        return f"lag unknown ({type(error).__name__})"
-
-
-def build_streaming(settings: Settings) -> tuple[list, list]:
+def build_jobs(settings: Settings) -> tuple[dg.JobDefinition, dg.JobDefinition]:
     @dg.op(description="Runs the streaming job until the run is terminated from the UI.")
     def run_stream(context: dg.OpExecutionContext, pyspark: LazyPySparkResource) -> None:
         counters = StreamCounters()
@@ -61,9 +50,4 @@ def build_streaming(settings: Settings) -> tuple[list, list]:
     def run_producer_job() -> None:
         run_producer()
 
-    sensors = [supervisor_sensor(run_stream_job, "stream_supervisor_sensor", lambda: stream_lag(settings))]
-    if settings.producer != "off":
-        sensors.append(
-            supervisor_sensor(run_producer_job, "producer_supervisor_sensor", once=settings.producer == "replay")
-        )
-    return [run_stream_job, run_producer_job], sensors
+    return run_stream_job, run_producer_job

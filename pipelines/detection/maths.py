@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from lakehouse.settings import Settings
-from lakehouse.tables import CANDLE_COLUMNS
+from lakehouse.tables import CANDLE_COLUMNS, positive_statistics
 
 FEATURES = ["ret", "log_ret", "range", "log_volume"]
 WINDOW_STATS = ["win_ret_std", "win_max_range", "win_mean_volume"]
@@ -49,8 +49,7 @@ THRESHOLD_COLUMNS = [
     "ret_center", "ret_scale", "range_center", "range_scale", "volume_center", "volume_scale",
     "trades_center", "win_ret_std_limit", "win_max_range_limit", "win_mean_volume_limit",
 ]  # fmt: skip
-# Statistics that must be positive for a threshold set to be usable (with every THRESHOLD_COLUMNS known).
-POSITIVE_COLUMNS = [c for c in THRESHOLD_COLUMNS if c.endswith(("_scale", "_limit")) or c == "trades_center"]
+POSITIVE_COLUMNS = positive_statistics(THRESHOLD_COLUMNS)  # with every THRESHOLD_COLUMNS known
 CONFIDENCE = {0: None, 1: "LOW", 2: "MEDIUM", 3: "HIGH"}
 CONFIRM_VOTES = 2
 

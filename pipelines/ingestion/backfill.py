@@ -24,7 +24,7 @@ from typing import Protocol
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.delta_io import merge_into
+from lakehouse.delta_io import merge_into, read_range
 from lakehouse.settings import Settings
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.ingestion.archives import ArchiveError, ArchiveFile, find_archives
@@ -249,8 +249,4 @@ def backfill_day(
 
 
 def silver_days(spark: SparkSession, settings: Settings, symbols: Sequence[str], days: Sequence[date]) -> DataFrame:
-    return (
-        spark.read.format("delta")
-        .load(SILVER_CANDLES.location(settings))
-        .filter(F.col("open_date").isin(list(days)) & F.col("symbol").isin(list(symbols)))
-    )
+    return read_range(spark, settings, SILVER_CANDLES, symbols=symbols, days=days)

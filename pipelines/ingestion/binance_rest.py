@@ -51,6 +51,17 @@ def backoff_delay(attempt: int, initial_s: float, maximum_s: float, rand: Callab
     return capped / 2 + rand() * capped / 2
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """The delays between attempts: from initial_s, doubling, capped at max_s (see backoff_delay)."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.initial_s, self.max_s)
+
+
 def next_cursor(page: list[Any], cursor: int) -> int:
     """The startTime of the page after a full one: past its last row's open time. A last row without a readable
     open time, or one that does not move forward, cannot be paged past (paging on would loop or skip)."""
@@ -91,8 +102,7 @@ class BinanceRest:
     weight_limit: int = 6000
     # A Retry-After longer than this (a 418 ban lasts minutes to days) is an error for the caller, not a sleep.
     max_wait_s: float = 300.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
+    backoff: Backoff = Backoff()
     # Set by the owner to abandon waits (e.g. on SIGTERM).
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -122,21 +132,19 @@ class BinanceRest:
             try:
                 response = self.session.get(self.base_url.rstrip("/") + path, params=params, timeout=self.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                self._wait(backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s), f"{path}: {exc}")
+                self._wait(self.backoff.delay(attempt), f"{path}: {exc}")
                 continue
             used = response.headers.get(WEIGHT_HEADER)
             if response.status_code in (418, 429):
                 wait = retry_after_s(response.headers)
                 if wait is None:
-                    wait = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s)
+                    wait = self.backoff.delay(attempt)
                 if wait > self.max_wait_s:
                     raise BinanceRestError(f"{path}: HTTP {response.status_code}, Retry-After {wait:.0f} s")
                 self._wait(wait, f"{path}: HTTP {response.status_code} (rate limited), Retry-After {wait:.0f} s")
                 continue
             if response.status_code >= 500:
-                self._wait(
-                    backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s), f"HTTP {response.status_code}"
-                )
+                self._wait(self.backoff.delay(attempt), f"HTTP {response.status_code}")
                 continue
             if response.status_code != 200:
                 raise BinanceRestError(f"{path} {params}: HTTP {response.status_code}: {response.text[:300]}")

@@ -26,7 +26,7 @@ from kafka import KafkaProducer
 from websocket import ABNF, WebSocketException
 
 from lakehouse.settings import Settings
-from pipelines.ingestion.binance_rest import BinanceRest, BinanceRestError, backoff_delay, interval_ms, kline_aligned
+from pipelines.ingestion.binance_rest import Backoff, BinanceRest, BinanceRestError, interval_ms, kline_aligned
 from pipelines.ingestion.candles import BadCandle, from_kline_row, from_ws_kline, now_ms
 from pipelines.ingestion.kafka_io import make_producer, publish
 
@@ -41,12 +41,14 @@ class ConnectionLost(RuntimeError):
     pass
 
 
+RECONNECT_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
+
+
 @dataclass(frozen=True)
 class LiveOptions:
     # Binance closes every connection after 24 h; reconnect on our own terms before that.
     max_connection_age_s: float = 23.5 * 3600
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff: Backoff = RECONNECT_BACKOFF
     # Only a connection that stayed up this long resets the backoff, so a server that accepts and drops at once
     # is not hammered (Binance allows 300 connection attempts per 5 minutes per IP).
     healthy_after_s: float = 60.0
@@ -187,7 +189,7 @@ class LiveProducer:
         return self.stats
 
     def _pause(self, attempt: int, why: str) -> None:
-        delay = backoff_delay(attempt, self.options.backoff_initial_s, self.options.backoff_max_s)
+        delay = self.options.backoff.delay(attempt)
         log.warning("live: %s; next attempt in %.2f s", why, delay)
         self.stop.wait(delay)
 

@@ -42,7 +42,6 @@ APP_ID = "marketlake-stream"
 
 
 @dataclass
-@dataclass
 class BatchResult:
     batch_id: int
     records: int
@@ -65,7 +64,6 @@ class BatchResult:
             self.steps[step] = self.steps.get(step, 0.0) + time.perf_counter() - started
 
 
-@dataclass
 @dataclass
 class StreamCounters:
     """Totals over the micro-batches of a running stream (reported on its Dagster run)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from lakehouse.settings import Settings
+from pipelines.streaming.query import checkpoint
 
 
 def committed_offsets(checkpoint_dir: str) -> dict[int, int]:
@@ -75,3 +76,13 @@ def supervise(
     if since >= wait:
         return Decision(True, f"restarting after {failures} failure(s)")
     return Decision(False, f"failed {failures} time(s); restarting in {wait - since:.0f} s")
+
+
+def describe_lag(settings: Settings) -> str:
+    """ "lag N records" behind the topic; "" before the stream's first batch; why, when the broker cannot say."""
+    if not Path(checkpoint(settings)).exists():
+        return ""
+    try:
+        return f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
+    except Exception as error:  # the broker may be down: say so, never fail the caller
+        return f"lag unknown ({type(error).__name__})"

@@ -1,0 +1,56 @@
+"""A lake seeded from real candles without the stream: gold rows the backtest computes, for tests and benches of the
+SQL endpoint and Superset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from lakehouse.delta_io import append
+from lakehouse.settings import Settings
+from lakehouse.tables import GOLD_SCORES, GOLD_THRESHOLDS, SILVER_QUARANTINE, by_name
+from pipelines.detection.backtest import run_backtest
+from pipelines.detection.maths import DetectionConfig
+from pipelines.ingestion.archives import read_frame
+from pipelines.layers.gold import thresholds_rows
+
+
+def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.DataFrame]:
+    """gold.scores / gold.thresholds / silver.quarantine rows computed from real candles by the backtest."""
+
+    frame = read_frame(files)
+    if days:
+        frame = frame[frame.open_time < frame.groupby("symbol").open_time.transform("min") + pd.Timedelta(days=days)]
+    config = DetectionConfig()
+    result = run_backtest(frame, config, train_days=2)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    # Same version number as the scores carry, so scores join their thresholds.
+    version = int(result.scores.thresholds_version.iloc[0])
+    thresholds = thresholds_rows(result.thresholds, config, version, "bench", now)
+    quarantine = pd.DataFrame(
+        {
+            "source": "kafka",
+            "symbol": ["FILUSDT", "NEARUSDT", None],
+            "open_time": [now, now, None],
+            "value": ['{"k": {"o": "x"}}', '{"k": {"o": -1}}', "not json"],
+            "reason": ["open is not a number", "negative price", "unparseable JSON"],
+            "topic": "marketlake.candles.1m",
+            "partition": 0,
+            "offset": [1, 2, 3],
+            "quarantined_at": now,
+        }
+    )
+    return {
+        GOLD_SCORES.name: result.scores[GOLD_SCORES.columns],
+        GOLD_THRESHOLDS.name: thresholds,
+        SILVER_QUARANTINE.name: quarantine[SILVER_QUARANTINE.columns],
+    }
+
+
+def write_tables(spark: SparkSession, settings: Settings, frames: dict[str, pd.DataFrame]) -> None:
+    """Append each frame to its registry table."""
+    for name, frame in frames.items():
+        append(spark, settings, by_name(name), frame)

@@ -1,0 +1,1 @@
+"""Detection: thresholds training, its contract and schedule."""

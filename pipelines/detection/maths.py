@@ -63,6 +63,7 @@ class DetectionConfig:
     window_quantile: float = 0.999  # window limits: this quantile of the trained window-statistic distribution
     robust: bool = True  # typical (median) hourly volatility and medians; False: mean and std of single candles
     vol_minutes: int = 60  # trailing minutes that measure the current volatility (0: trained scales only)
+    scale_quantile: float = 0.5  # robust scales: this quantile of the training minutes' trailing-hour values
     vol_floor: float = 1.0  # the volatility ratio never drops below this ...
     vol_cap: float = 1.5  # ... nor rises above this
     activity_free: float = 2.0  # up to this many times the typical trades a minute is scored as usual ...
@@ -159,9 +160,9 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
             volume_center = float(group["log_volume"].median())
             scales = {
                 "ret_center": float(group["ret"].median()),
-                "ret_scale": _median(group["ret_vol"]),
+                "ret_scale": _quantile(group["ret_vol"], config.scale_quantile),
                 "range_center": float(group["range"].median()),
-                "range_scale": _median(group["range_std"]),
+                "range_scale": _quantile(group["range_std"], config.scale_quantile),
                 "volume_center": volume_center,
                 "volume_scale": float(1.4826 * (group["log_volume"] - volume_center).abs().median()),
                 "trades_center": float(group["trades"].median()),
@@ -193,10 +194,10 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["symbol", *THRESHOLD_COLUMNS, "train_start", "train_end", "train_rows"])
 
 
-def _median(values: pd.Series) -> float:
-    """Median of the known values; NaN (without a warning) when there are none."""
+def _quantile(values: pd.Series, q: float) -> float:
+    """Quantile q of the known values; NaN (without a warning) when there are none."""
     values = values.dropna()
-    return float(values.median()) if len(values) else np.nan
+    return float(values.quantile(q)) if len(values) else np.nan
 
 
 def degenerate(thresholds: pd.DataFrame, config: DetectionConfig, optional: tuple[str, ...] = ()) -> pd.DataFrame:

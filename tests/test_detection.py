@@ -204,11 +204,12 @@ def test_volatility_ratio_is_bounded_by_floor_and_cap():
 
 def test_activity_ratio_raises_the_bar_for_moves_made_by_a_burst_of_trading():
     # The same 0.5% move (z=5 on typical activity, k=4) made by 1, 2, 8 and 50 times the typical trades: up to
-    # activity_free=2 times it scores as usual, 8 times halves it (sqrt(8/2)), and the cap keeps 50 times at half.
+    # activity_free=2 times it scores as usual, 8 times halves it (sqrt(8/2)), and the cap (3) keeps 50 times at a
+    # third (not sqrt(50/2) = 5): a move of more than 3k typical volatilities always votes.
     trades = [1, 1, 1, 2, 8, 50]
     frame = candles("X", list(range(6)), [100.0] * 6, [100.0, 100.0, 100.0, 100.5, 100.5, 100.5], trades=trades)
     out = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0))
-    assert out["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 2.5, 2.5])
+    assert out["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 2.5, 5.0 / 3])
     assert out["flag_price"].iloc[3:].tolist() == [True, False, False]
     off = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0, activity_cap=1.0))
     assert off["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 5.0, 5.0])

@@ -57,17 +57,17 @@ CONFIRM_VOTES = 2
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    k: float = 3.3  # the price move (and the volume, which does not vote) flags when |z| > k
-    k_range: float = 4.5  # the range flags when its z > k_range
+    k: float = 2.8  # the price move (and the volume, which does not vote) flags when |z| > k
+    k_range: float = 3.5  # the range flags when its z > k_range
     window_minutes: int = 60  # trailing window of stream 2
     window_quantile: float = 0.999  # window limits: this quantile of the trained window-statistic distribution
     robust: bool = True  # typical (median) hourly volatility and medians; False: mean and std of single candles
     vol_minutes: int = 60  # trailing minutes that measure the current volatility (0: trained scales only)
-    scale_quantile: float = 0.5  # robust scales: this quantile of the training minutes' trailing-hour values
+    scale_quantile: float = 0.75  # robust scales: this quantile of the training minutes' trailing-hour values
     vol_floor: float = 1.0  # the volatility ratio never drops below this ...
     vol_cap: float = 1.5  # ... nor rises above this
     activity_free: float = 2.0  # up to this many times the typical trades a minute is scored as usual ...
-    activity_cap: float = 2.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
+    activity_cap: float = 3.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
     min_train_rows: int = 1440  # fewer training candles than this is not a threshold set worth trusting
 
     @classmethod

@@ -128,14 +128,21 @@ def target_gap(table: pd.DataFrame, calm: set[str]) -> pd.Series:
 
 
 def leave_one_out(tables: dict[str, pd.DataFrame], calm: set[str]) -> pd.DataFrame:
-    """Each file scored with the setting chosen without it: `tables` maps a setting's name to its evaluate_files
-    table (same files and symbols); for each file, the setting whose worst target_gap over the other files is the
-    smallest. One row per file and symbol, the chosen setting's figures, with column `setting`."""
-    gaps = {name: table.assign(gap=target_gap(table, calm)) for name, table in tables.items()}
+    """Each file scored with the setting chosen without it. `tables` maps a setting's name to its evaluate_files
+    table (same files and symbols). For each file, among the settings that meet every target on the other files,
+    the one with the fewest incidents per day on the other calm files (the product's aim); when none meets them
+    all, the one whose worst target_gap there is the smallest. One row per file and symbol: the chosen setting's
+    figures, with column `setting`."""
     rows = []
     for file in next(iter(tables.values()))["file"].unique():
-        worst = {name: g.loc[g["file"] != file, "gap"].max() for name, g in gaps.items()}
-        chosen = min(worst, key=worst.get)  # dicts keep order: a tie goes to the first setting
+        others = {name: table[table["file"] != file] for name, table in tables.items()}
+        worst = {name: target_gap(other, calm).max() for name, other in others.items()}
+        incidents = {
+            name: other.loc[other["file"].isin(calm), "incidents_per_day"].mean() for name, other in others.items()
+        }
+        meeting = [name for name in tables if worst[name] <= 1]
+        # dicts keep order: a tie goes to the first setting
+        chosen = min(meeting, key=incidents.get) if meeting else min(worst, key=worst.get)
         rows.append(tables[chosen][tables[chosen]["file"] == file].assign(setting=chosen))
     return pd.concat(rows, ignore_index=True)
 

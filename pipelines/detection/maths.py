@@ -12,12 +12,14 @@ each against that symbol's trained window limit. Consensus over three independen
 
 Better-than-textbook z-scores, chosen by the backtest numbers (docs/detection.md has them):
 
-- Robust per-symbol scales (`robust`). A symbol's typical 1-minute volatility (ret_scale) is the median, over its
-  training minutes, of the volatility of the previous `vol_minutes` minutes, measured as sqrt(pi/2) * mean |return|;
-  the range's typical spread (range_scale) is the median of the std of the range over the same trailing minutes.
-  A crash in the training period moves a median of hourly values little, and unlike the median absolute deviation
-  of single candles it does not collapse on coarse tick sizes, where most 1-minute returns and ranges are 0 or one
-  tick.
+- Robust per-symbol scales (`robust`). A symbol's typical 1-minute volatility (ret_scale) is the `scale_quantile`
+  (0.75) quantile, over its training minutes, of the volatility of the previous `vol_minutes` minutes, measured as
+  sqrt(pi/2) * mean |return|; the range's typical spread (range_scale) is the same quantile of the std of the range
+  over the same trailing minutes. A crash in the training period moves a quantile of hourly values little, and
+  unlike the median absolute deviation of single candles it does not collapse on coarse tick sizes, where most
+  1-minute returns and ranges are 0 or one tick. The upper quartile rather than the median makes the bar scale-free
+  across markets: it is 0.89-0.98 of the month's return std on every dev month, where the median is 0.61-0.69 on
+  the fine-tick, strongly seasonal BTC and ETH but 0.78 on the coarse-tick NEAR, so one k means the same bar.
 - A spread factor s that follows the market within bounds: z_ret = (ret - ret_center) / (ret_scale * s),
   z_range = (range - range_center * s) / (range_scale * s), with s = max(v, a):
   - volatility ratio v = current / typical volatility, clipped to [vol_floor, vol_cap]. A dead quiet hour cannot

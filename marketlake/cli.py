@@ -214,7 +214,9 @@ def evaluate(
     train_days: float = typer.Option(7.0, "--train-days"),
     recalibrate_days: int = typer.Option(1, "--recalibrate-days", help="Retrain every N days (0: train once)."),
     calm: list[str] = typer.Option(
-        None, "--calm", help='A calm file, e.g. "BTCUSDT 2023-02": its incidents count in the choices; repeatable.'
+        None,
+        "--calm",
+        help='A calm file, e.g. "BTCUSDT 2023-02": its incidents count in the choices (default: every file).',
     ),
     leave_one_out: bool = typer.Option(
         True, "--leave-one-out/--no-leave-one-out", help="Also score each file with a setting chosen without it."
@@ -234,6 +236,8 @@ def evaluate(
     if not files:
         raise typer.BadParameter(f"no kline files in {', '.join(map(str, candles))}")
     frames = {f"{ArchiveFile.parse(f).symbol} {ArchiveFile.parse(f).period}": read_frame([f]) for f in files}
+    if unknown := set(calm or ()) - set(frames):
+        raise typer.BadParameter(f"--calm {', '.join(sorted(unknown))}: not among the files ({', '.join(frames)})")
     config = harness.EvaluationConfig(train_days=train_days, recalibrate_days=recalibrate_days)
     detection = DetectionConfig.from_settings(_settings())
     started = time.process_time()

@@ -6,7 +6,7 @@ the nightly recalibration; 0: trained once on the first `train_days`) is scored 
 `train_days` before it, with the `history_minutes` candles before it as context. Thresholds are trained on the real
 candles only; the shocked copies are scored with them.
 
-Incidents are pipelines.detection.incidents'. A planted shock moves one
+Incidents are pipelines.detection.incidents' (one per market event: a 30-minute cool-down). A planted shock moves one
 candle's close by k times sigma, the std of that symbol's 1-minute returns over the scored period (and stretches
 high/low to keep the candle valid); it is caught when a confirmed anomaly is raised at its minute or within the
 next `catch_minutes`. Shocks are spaced `shock_spacing_minutes` apart, more than the detector's history_minutes,
@@ -137,12 +137,12 @@ def leave_one_out(tables: dict[str, pd.DataFrame], calm: set[str]) -> pd.DataFra
     for file in next(iter(tables.values()))["file"].unique():
         others = {name: table[table["file"] != file] for name, table in tables.items()}
         worst = {name: target_gap(other, calm).max() for name, other in others.items()}
-        incidents = {
+        per_day = {
             name: other.loc[other["file"].isin(calm), "incidents_per_day"].mean() for name, other in others.items()
         }
         meeting = [name for name in tables if worst[name] <= 1]
         # dicts keep order: a tie goes to the first setting
-        chosen = min(meeting, key=incidents.get) if meeting else min(worst, key=worst.get)
+        chosen = min(meeting, key=per_day.get) if meeting else min(worst, key=worst.get)
         rows.append(tables[chosen][tables[chosen]["file"] == file].assign(setting=chosen))
     return pd.concat(rows, ignore_index=True)
 

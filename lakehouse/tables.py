@@ -137,7 +137,7 @@ GOLD_THRESHOLDS = Table(
         win_mean_volume_limit double not null,
         k double not null, k_range double not null, robust boolean not null, window_minutes int not null,
         vol_minutes int not null, vol_floor double not null, vol_cap double not null,
-        activity_free double not null, activity_cap double not null,
+        activity_free double not null, activity_cap double not null, scale_quantile double not null,
         train_start timestamp not null, train_end timestamp not null, train_rows long not null,
         trained_at timestamp not null, trained_by string not null
         """

@@ -147,7 +147,10 @@ def backtest(
     candles: list[Path] = typer.Option(None, "--candles", help="Binance kline CSV/zip (headed or not); repeatable."),
     start: str = typer.Option(None, "--from", help="Instead of files: score silver from this date (YYYY-MM-DD)."),
     end: str = typer.Option(None, "--to", help="... up to this date, exclusive."),
-    train_days: float = typer.Option(7.0, "--train-days", help="Days before the scored period to train on."),
+    train_days: float = typer.Option(7.0, "--train-days", help="Days before each scored day to train on."),
+    recalibrate_days: int = typer.Option(
+        1, "--recalibrate-days", help="Retrain every N days, as the nightly schedule (0: train once, before)."
+    ),
     csv: Path = typer.Option(None, "--csv", help="Also write every scored candle to this CSV file."),
     delta: bool = typer.Option(True, "--delta/--no-delta", help="Append the scores to gold.backtest_scores."),
 ) -> None:
@@ -167,7 +170,7 @@ def backtest(
         frame = silver_candles(spark, settings, datetime.fromisoformat(start), datetime.fromisoformat(end), train_days)
     else:
         frame = read_frame(list(candles))
-    result = run_backtest(frame, DetectionConfig.from_settings(settings), train_days)
+    result = run_backtest(frame, DetectionConfig.from_settings(settings), train_days, recalibrate_days)
     typer.echo(summary(result).to_string(index=False))
     if csv:
         write_csv(result, str(csv))
@@ -184,24 +187,44 @@ def evaluate(
         ..., help="Kline files (Binance's CSV or zip) or folders of them; e.g. ../shared/data/binance."
     ),
     train_days: float = typer.Option(7.0, "--train-days"),
+    recalibrate_days: int = typer.Option(1, "--recalibrate-days", help="Retrain every N days (0: train once)."),
+    calm: list[str] = typer.Option(
+        None,
+        "--calm",
+        help='A calm file, e.g. "BTCUSDT 2023-02": its incidents count in the choices (default: every file).',
+    ),
+    leave_one_out: bool = typer.Option(
+        True, "--leave-one-out/--no-leave-one-out", help="Also score each file with a setting chosen without it."
+    ),
 ) -> None:
-    """Incidents per day, HIGH per day and the recall of planted 4/6/8-sigma shocks, per symbol and file."""
+    """Incidents per day, HIGH per day and the recall of planted 4/6/8-sigma shocks, for every file and symbol;
+    then each file with the setting (of evaluate.setting_grid) chosen on the other files only."""
+    import time
+
     import pandas as pd
 
-    from pipelines.detection.evaluate import EvaluationConfig, evaluate_files
+    from pipelines.detection import evaluate as harness
     from pipelines.detection.maths import DetectionConfig
     from pipelines.ingestion.archives import ArchiveFile, read_frame
 
     files = sorted(f for path in candles for f in ([path] if path.is_file() else path.rglob("*-1m-*.*")))
     if not files:
         raise typer.BadParameter(f"no kline files in {', '.join(map(str, candles))}")
-    table = evaluate_files(
-        {f"{ArchiveFile.parse(f).symbol} {ArchiveFile.parse(f).period}": read_frame([f]) for f in files},
-        DetectionConfig.from_settings(_settings()),
-        EvaluationConfig(train_days=train_days),
-    )
+    frames = {f"{ArchiveFile.parse(f).symbol} {ArchiveFile.parse(f).period}": read_frame([f]) for f in files}
+    if unknown := set(calm or ()) - set(frames):
+        raise typer.BadParameter(f"--calm {', '.join(sorted(unknown))}: not among the files ({', '.join(frames)})")
+    config = harness.EvaluationConfig(train_days=train_days, recalibrate_days=recalibrate_days)
+    detection = DetectionConfig.from_settings(_settings())
+    started = time.process_time()
+    settings = harness.setting_grid(detection) if leave_one_out else {"default": detection}
+    tables = {name: harness.evaluate_files(frames, setting, config) for name, setting in settings.items()}
     with pd.option_context("display.width", 200):
-        typer.echo(table.round(3).to_string(index=False))
+        typer.echo(tables["default"].round(3).to_string(index=False))
+        if leave_one_out:
+            chosen = harness.leave_one_out(tables, set(calm or frames))
+            typer.echo("\nleave one file out (each file scored with the setting chosen on the others):")
+            typer.echo(chosen.round(3).to_string(index=False))
+    typer.echo(f"\n{len(settings)} setting(s) x {len(frames)} file(s) in {time.process_time() - started:.0f} s of CPU")
 
 
 @app.command()

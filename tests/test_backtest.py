@@ -39,4 +39,6 @@ def test_backtest_cli_writes_csv_and_delta_and_flags_the_crash(spark, env, tmp_p
     stored = read_table(spark, env, GOLD_BACKTEST_SCORES).toPandas()
     assert len(stored) == len(csv)
     assert stored["run_id"].nunique() == 1
-    assert (stored["thresholds_version"] == 0).all()
+    # Recalibrated every day as the nightly schedule: Feb 3 with the thresholds of Feb 1-2, Feb 4 with Feb 2-3.
+    days = stored["open_time"].dt.day
+    assert stored.groupby(days)["thresholds_version"].unique().map(list).to_dict() == {3: [0], 4: [1]}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from functools import cache
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from lakehouse.tables import GOLD_THRESHOLDS
 from pipelines.detection.evaluate import plant_shocks
 from pipelines.detection.maths import (
     CONFIDENCE,
@@ -23,6 +25,7 @@ from pipelines.detection.maths import (
     window_stats,
 )
 from pipelines.ingestion.archives import read_frame
+from pipelines.layers.gold import thresholds_rows
 from tests.conftest import SAMPLE
 
 T0 = pd.Timestamp("2024-01-01 00:00")
@@ -119,6 +122,20 @@ def test_train_gives_one_row_per_symbol_and_degenerate_rejects_zero_nan_and_too_
     assert set(few["reason"]) == {"too few training rows"}
 
 
+def test_the_scales_are_a_quantile_of_the_training_hours_recorded_with_each_thresholds_version():
+    near = sample("NEARUSDT", "2023-09-0[12]")
+    median, quartile = (train(near, DetectionConfig(scale_quantile=q)).iloc[0] for q in (0.5, 0.75))
+    # The upper quartile of the trailing-hour values is above their median; centers and limits do not change.
+    assert quartile["ret_scale"] > median["ret_scale"] and quartile["range_scale"] > median["range_scale"]
+    assert quartile["ret_center"] == median["ret_center"]
+    assert quartile["win_ret_std_limit"] == median["win_ret_std_limit"]
+
+    config = DetectionConfig(scale_quantile=0.6)
+    rows = thresholds_rows(train(near, config), config, 4, "test", datetime(2026, 1, 1, tzinfo=UTC))
+    assert list(rows.columns) == GOLD_THRESHOLDS.columns
+    assert rows[["version", "scale_quantile", "k", "activity_cap"]].iloc[0].tolist() == [4, 0.6, 2.8, 3.0]
+
+
 def hand_thresholds(symbol: str = "X", window_limit: float = 1.0) -> pd.DataFrame:
     """Round per-symbol statistics: returns of 0.1% and ranges of 0.1% +- 0.05% are typical."""
     return pd.DataFrame(
@@ -204,11 +221,12 @@ def test_volatility_ratio_is_bounded_by_floor_and_cap():
 
 def test_activity_ratio_raises_the_bar_for_moves_made_by_a_burst_of_trading():
     # The same 0.5% move (z=5 on typical activity, k=4) made by 1, 2, 8 and 50 times the typical trades: up to
-    # activity_free=2 times it scores as usual, 8 times halves it (sqrt(8/2)), and the cap keeps 50 times at half.
+    # activity_free=2 times it scores as usual, 8 times halves it (sqrt(8/2)), and the cap (3) keeps 50 times at a
+    # third (not sqrt(50/2) = 5): a move of more than 3k typical volatilities always votes.
     trades = [1, 1, 1, 2, 8, 50]
     frame = candles("X", list(range(6)), [100.0] * 6, [100.0, 100.0, 100.0, 100.5, 100.5, 100.5], trades=trades)
     out = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0))
-    assert out["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 2.5, 2.5])
+    assert out["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 2.5, 5.0 / 3])
     assert out["flag_price"].iloc[3:].tolist() == [True, False, False]
     off = score(frame, hand_thresholds(), DetectionConfig(k=4.0, window_minutes=3, vol_minutes=0, activity_cap=1.0))
     assert off["z_ret"].iloc[3:].tolist() == pytest.approx([5.0, 5.0, 5.0])

@@ -1,4 +1,5 @@
-"""The evaluation harness: incidents, planted shocks, recall, walk-forward backtests. Pure pandas, no Spark."""
+"""The evaluation harness, incidents and the walk-forward backtest: planted shocks, recall, daily recalibration,
+leave-one-file-out choices. Pure pandas, no Spark."""
 
 from __future__ import annotations
 
@@ -6,16 +7,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.detection.backtest import split_train
+from pipelines.detection.backtest import (
+    period_starts,
+    run_backtest,
+    score_periods,
+    split_train,
+    train_periods,
+    walk_forward,
+)
 from pipelines.detection.evaluate import (
     EvaluationConfig,
     evaluate,
-    incidents,
+    leave_one_out,
     plant_shocks,
     recall,
-    score_periods,
-    train_periods,
+    target_gap,
 )
+from pipelines.detection.incidents import INCIDENT_COLUMNS, incidents
 from pipelines.detection.maths import DetectionConfig, features
 from tests.test_detection import T0, candles, sample
 
@@ -24,12 +32,28 @@ def at(*minutes: int) -> pd.Series:
     return pd.Series(T0 + pd.to_timedelta(list(minutes), unit="min"))
 
 
-def test_incidents_are_runs_of_confirmed_minutes_with_gaps_of_at_most_the_limit():
-    assert incidents(at(), 5) == 0
-    assert incidents(at(7), 5) == 1
-    # 0-1-2 and 7 (gap 5) are one run; 13 (gap 6) starts a second; 30 and 31 a third. Order does not matter.
-    assert incidents(at(31, 2, 0, 13, 7, 1, 30), 5) == 3
-    assert incidents(at(0, 2, 4), 1) == 3
+def votes_at(symbol: str, votes: dict[int, int]) -> pd.DataFrame:
+    """Scored minutes of one symbol: {minute after T0: votes}."""
+    return pd.DataFrame({"symbol": symbol, "open_time": at(*votes), "votes": list(votes.values())})
+
+
+def test_an_incident_is_a_run_of_a_symbols_confirmed_minutes_with_gaps_of_at_most_the_cool_down():
+    assert incidents(votes_at("A", {}), 5).columns.tolist() == INCIDENT_COLUMNS
+    assert incidents(votes_at("A", {0: 1, 3: 1}), 5).empty  # LOW minutes are not confirmed
+    # A: 0-1-2 and 7 (gap 5) are one incident, 13 (gap 6) a second, 30-31 a third; the order does not matter.
+    # B's minute 1 is its own incident even though A is confirmed around it.
+    scored = pd.concat(
+        [votes_at("A", {31: 2, 2: 2, 0: 2, 13: 2, 7: 3, 1: 2, 30: 2, 20: 1}), votes_at("B", {1: 2})]
+    ).sample(frac=1, random_state=0)
+    out = incidents(scored, 5)
+    assert out["symbol"].tolist() == ["A", "A", "A", "B"]
+    assert out["start"].tolist() == at(0, 13, 30, 1).tolist()
+    assert out["end"].tolist() == at(7, 13, 31, 1).tolist()
+    assert out["minutes"].tolist() == [4, 1, 2, 1]
+    assert out["peak_votes"].tolist() == [3, 2, 2, 2]
+    assert out["peak_confidence"].tolist() == ["HIGH", "MEDIUM", "MEDIUM", "MEDIUM"]
+    assert len(incidents(scored, 1)) == 5  # 0-2, 7, 13, 30-31 for A; B
+    assert len(incidents(scored)) == 2  # the default 30-minute cool-down: one incident per symbol here
 
 
 def test_split_train_cuts_each_symbol_at_its_own_start():
@@ -59,6 +83,14 @@ def test_recall_counts_a_shock_caught_at_its_minute_or_within_catch_minutes():
     assert recall(scored, at(10, 20, 30), catch_minutes=2) == pytest.approx(2 / 3)  # 10 and 20 (via 22)
     assert recall(scored, at(10, 20, 30), catch_minutes=1) == pytest.approx(1 / 3)
     assert np.isnan(recall(scored, at(), catch_minutes=2))
+
+
+def test_period_starts_are_the_first_scored_minute_then_every_recalibration_midnight():
+    scored = pd.DataFrame({"open_time": pd.date_range("2023-09-04 06:00", "2023-09-07 23:59", freq="min")})
+    days = [pd.Timestamp(f"2023-09-0{d}") for d in (5, 6, 7)]
+    assert period_starts(scored, 1) == [pd.Timestamp("2023-09-04 06:00"), *days]
+    assert period_starts(scored, 2) == [pd.Timestamp("2023-09-04 06:00"), days[0], days[2]]
+    assert period_starts(scored, 0) == [pd.Timestamp("2023-09-04 06:00")]
 
 
 def test_walk_forward_backtest_scores_each_day_with_the_thresholds_of_the_days_before():
@@ -94,10 +126,42 @@ def test_a_period_without_training_candles_gets_no_thresholds():
     assert (relisted["reasons"] == "no thresholds").all() and (relisted["votes"] == 0).all()
 
 
-@pytest.mark.parametrize("recalibrate_daily", [True, False])
-def test_evaluate_reports_incidents_and_recall_per_symbol(recalibrate_daily):
+def test_the_backtest_recalibrates_every_day_like_the_nightly_schedule_or_trains_once():
+    config = DetectionConfig()
+    fil = sample("FILUSDT", "2025-02-0[1-5]")
+    daily = run_backtest(fil, config, train_days=2)
+    scores = daily.scores.set_index("open_time")
+    assert scores.index.min() == pd.Timestamp("2025-02-03") and len(scores) == 3 * 1440
+    assert scores.groupby(scores.index.day)["thresholds_version"].unique().map(list).to_dict() == {
+        3: [0],
+        4: [1],
+        5: [2],
+    }
+    # Each day's thresholds are maths.train on the 2 days before it, as the training job computes them.
+    assert daily.thresholds["train_end"].tolist() == [pd.Timestamp(f"2025-02-0{d} 23:59") for d in (2, 3, 4)]
+    assert (scores.loc["2025-02-03", "confidence"] == "HIGH").any()  # the crash
+
+    once = run_backtest(fil, config, train_days=2, recalibrate_days=0)
+    assert (once.scores["thresholds_version"] == 0).all() and len(once.thresholds) == 1
+    same_day = once.scores["open_time"] < pd.Timestamp("2025-02-04")
+    pd.testing.assert_series_equal(  # the first day has the same thresholds both ways
+        once.scores.loc[same_day, "votes"], daily.scores.loc[same_day, "votes"], check_names=False
+    )
+
+
+def test_walk_forward_leaves_symbols_without_days_to_score_out():
+    fil = sample("FILUSDT", "2025-02-0[1-3]")
+    near = sample("NEARUSDT", "2025-02-01")
+    scored, thresholds = walk_forward(pd.concat([fil, near]), DetectionConfig(), train_days=2)
+    assert set(scored["symbol"]) == set(thresholds["symbol"]) == {"FILUSDT"}
+    with pytest.raises(ValueError, match="nothing left to score"):
+        walk_forward(near, DetectionConfig(), train_days=2)
+
+
+@pytest.mark.parametrize("recalibrate_days", [1, 0])
+def test_evaluate_reports_incidents_and_recall_per_symbol(recalibrate_days):
     near = sample("NEARUSDT", "2023-09-0[1-6]")
-    config = EvaluationConfig(train_days=3, recalibrate_daily=recalibrate_daily, shock_sizes=(8.0,))
+    config = EvaluationConfig(train_days=3, recalibrate_days=recalibrate_days, shock_sizes=(8.0,))
     out = evaluate(near, DetectionConfig(), config)
     assert out.columns.tolist() == ["symbol", "days", "incidents_per_day", "high_per_day", "recall_8sigma"]
     row = out.iloc[0]
@@ -112,3 +176,30 @@ def test_shocks_closer_than_the_detectors_history_are_refused():
     near = sample("NEARUSDT", "2023-09-0[1-4]")
     with pytest.raises(ValueError, match="must exceed history_minutes=60"):
         evaluate(near, DetectionConfig(), EvaluationConfig(train_days=3, shock_spacing_minutes=60))
+
+
+def test_leave_one_out_scores_each_file_with_the_setting_chosen_on_the_other_files():
+    def table(incidents_per_day: list[float], recall_6sigma: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "file": ["calm A", "calm B", "crash"],
+                "symbol": "X",
+                "incidents_per_day": incidents_per_day,
+                "high_per_day": 0.1,
+                "recall_6sigma": recall_6sigma,
+            }
+        )
+
+    # "strict" misses recall on calm A, "loose" has too many incidents on calm B; the crash's incidents never count.
+    # Without calm A only strict meets the targets, without calm B only loose; without the crash neither does, and
+    # strict misses them by less (recall 0.90 on calm A against 2 incidents a day on calm B).
+    strict, loose = table([0.5, 0.5, 9.0], [0.90, 0.99, 1.0]), table([1.0, 2.0, 9.0], [1.0, 1.0, 1.0])
+    calm = {"calm A", "calm B"}
+    assert target_gap(loose, calm).tolist() == pytest.approx([0.95, 2.0 / 1.5, 0.95])  # recall, incidents, recall
+    out = leave_one_out({"strict": strict, "loose": loose}, calm)
+    assert out["setting"].tolist() == ["strict", "loose", "strict"]  # each chosen without its own file
+    assert out["incidents_per_day"].tolist() == [0.5, 2.0, 9.0]
+    # Among settings that meet every target on the other files, the fewest incidents on the other calm files wins.
+    quiet = table([0.4, 1.4, 9.0], [0.96, 0.96, 1.0])
+    out = leave_one_out({"loose": loose, "quiet": quiet}, calm)
+    assert out["setting"].tolist() == ["quiet", "quiet", "quiet"]

@@ -13,7 +13,7 @@ from pipelines.ingestion.backfill import LocalArchives, backfill_day
 from pipelines.layers.gold import thresholds_rows
 from tests.conftest import SAMPLE
 
-ADDED_LATER = ["trades_center", "activity_free", "activity_cap"]
+ADDED_LATER = ["trades_center", "activity_free", "activity_cap", "scale_quantile"]
 
 
 def test_training_appends_to_a_thresholds_table_written_before_the_activity_statistic(spark, settings):

@@ -1,12 +1,12 @@
 """How good is the detector? Incidents per day on real data, and the recall of planted single-candle shocks.
 
-Per symbol, the first `train_days` of candles only train; everything after is scored. With `recalibrate_daily`
-(the default, as the nightly recalibration does in production) each scored day is scored with thresholds trained
-on the `train_days` before it; otherwise one threshold set, trained on the first `train_days`, scores everything.
-Every scored period gets the `history_minutes` candles before it as context, as the stream does. Thresholds are
-trained on the real candles only; the shocked copies are scored with them.
+The candles are scored as `marketlake backtest` scores them (pipelines.detection.backtest.walk_forward): per
+symbol, the first `train_days` of candles only train; each later day (every `recalibrate_days`, 1 by default as
+the nightly recalibration; 0: trained once on the first `train_days`) is scored with thresholds trained on the
+`train_days` before it, with the `history_minutes` candles before it as context. Thresholds are trained on the real
+candles only; the shocked copies are scored with them.
 
-An incident is a run of confirmed minutes whose gaps are at most `incident_gap_minutes`. A planted shock moves one
+Incidents are pipelines.detection.incidents' (one per market event: a 30-minute cool-down). A planted shock moves one
 candle's close by k times sigma, the std of that symbol's 1-minute returns over the scored period (and stretches
 high/low to keep the candle valid); it is caught when a confirmed anomaly is raised at its minute or within the
 next `catch_minutes`. Shocks are spaced `shock_spacing_minutes` apart, more than the detector's history_minutes,
@@ -17,32 +17,29 @@ denser they are, the smaller the recall's sampling error (61 minutes: about 500 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from pipelines.detection.backtest import split_train
-from pipelines.detection.maths import DetectionConfig, features, score_after, train
+from pipelines.detection.backtest import period_starts, score_periods, split_train, walk_forward
+from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, incidents
+from pipelines.detection.maths import DetectionConfig, features
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     train_days: float = 7.0
-    recalibrate_daily: bool = True
+    recalibrate_days: int = 1  # as the nightly schedule; 0: trained once on the first train_days
     shock_sizes: tuple[float, ...] = (4.0, 6.0, 8.0)
     shock_spacing_minutes: int = 61  # more than the detector's history_minutes: no shock sees another
     catch_minutes: int = 2
-    incident_gap_minutes: int = 5
+    incident_gap_minutes: int = INCIDENT_GAP_MINUTES
     seed: int = 7
 
 
-def incidents(minutes: pd.Series, gap_minutes: int) -> int:
-    """Number of runs in sorted confirmed minutes, where a gap of <= gap_minutes continues the run."""
-    if minutes.empty:
-        return 0
-    steps = minutes.sort_values().diff().dt.total_seconds().div(60)
-    return int((steps.isna() | (steps > gap_minutes)).sum())
+# What every calm month must reach (issue #14): incidents and HIGH incidents per day, 6-sigma recall.
+TARGETS = {"incidents_per_day": 1.5, "high_per_day": 0.2, "recall_6sigma": 0.95}
 
 
 def plant_shocks(
@@ -70,46 +67,12 @@ def recall(scored: pd.DataFrame, shocks: pd.Series, catch_minutes: int) -> float
     return caught / len(shocks) if len(shocks) else float("nan")
 
 
-def train_periods(
-    candles: pd.DataFrame, starts: list[pd.Timestamp], detection: DetectionConfig, train_days: float
-) -> pd.DataFrame:
-    """One symbol's thresholds for each scoring period i (from starts[i] to starts[i+1]), trained on its candles of
-    the `train_days` before starts[i]; column `period` = i. A period without training candles gets no row."""
-    times = candles["open_time"]
-    periods = []
-    for i, start in enumerate(starts):
-        training = candles[(times >= start - pd.Timedelta(days=train_days)) & (times < start)]
-        if not training.empty:
-            periods.append(train(training, detection).assign(period=i))
-    return pd.concat(periods, ignore_index=True) if periods else pd.DataFrame(columns=["symbol", "period"])
-
-
-def score_periods(
-    candles: pd.DataFrame, starts: list[pd.Timestamp], thresholds: pd.DataFrame, detection: DetectionConfig
-) -> pd.DataFrame:
-    """One symbol's candles scored from starts[0] on: period i (from starts[i] to starts[i+1]) with the thresholds
-    of `period` i (see train_periods), and the `history_minutes` candles before starts[i] as context."""
-    candles = candles.sort_values("open_time").reset_index(drop=True)
-    times = candles["open_time"]
-    bounds = [*starts, times.max() + pd.Timedelta(minutes=1)]
-    scored = [
-        score_after(
-            candles[times < start].tail(detection.history_minutes),
-            candles[(times >= start) & (times < end)],
-            thresholds[thresholds["period"] == i].drop(columns="period").assign(version=i),
-            detection,
-        )
-        for i, (start, end) in enumerate(itertools.pairwise(bounds))
-    ]
-    return pd.concat(scored, ignore_index=True).sort_values("open_time").reset_index(drop=True)
-
-
 def evaluate(candles: pd.DataFrame, detection: DetectionConfig, config: EvaluationConfig) -> pd.DataFrame:
-    """One row per symbol with candles after its training days: days scored, confirmed and HIGH incidents per day,
-    recall of each shock size.
+    """One row per symbol with candles after its training days: days scored, incidents and HIGH incidents per day,
+    recall of each shock size. The candles are scored by walk_forward, as `marketlake backtest` scores them.
 
-    Only periods that have thresholds count: with `recalibrate_daily`, a day with no candles in the `train_days`
-    before it (e.g. a coin relisted after a long halt) is left out rather than scored blind."""
+    Only periods that have thresholds count: a day with no candles in the `train_days` before it (e.g. a coin
+    relisted after a long halt) is left out rather than scored blind."""
     if config.shock_spacing_minutes <= detection.history_minutes:
         raise ValueError(
             f"shock_spacing_minutes={config.shock_spacing_minutes} must exceed history_minutes="
@@ -120,25 +83,20 @@ def evaluate(candles: pd.DataFrame, detection: DetectionConfig, config: Evaluati
         train_part, scored_part = split_train(group, config.train_days)
         if scored_part.empty:
             continue  # nothing after the training days
-        first = scored_part["open_time"].min()
-        starts = [first]
-        if config.recalibrate_daily:
-            starts += sorted(set(scored_part["open_time"].dt.floor("D")) - {first.floor("D")})
-        thresholds = train_periods(group, starts, detection, config.train_days)
-        scored = score_periods(group, starts, thresholds, detection)
+        scored, thresholds = walk_forward(group, detection, config.train_days, config.recalibrate_days)
         scored = scored[scored["thresholds_version"].notna()]
         covered = scored_part["open_time"].isin(scored["open_time"])
         days = covered.sum() / 1440
+        found = incidents(scored, config.incident_gap_minutes)
         row = {
             "symbol": symbol,
             "days": round(days, 1),
-            "incidents_per_day": incidents(scored.loc[scored["is_anomaly"], "open_time"], config.incident_gap_minutes)
-            / days,
-            "high_per_day": incidents(scored.loc[scored["votes"] == 3, "open_time"], config.incident_gap_minutes)
-            / days,
+            "incidents_per_day": len(found) / days,
+            "high_per_day": (found["peak_votes"] == 3).sum() / days,
         }
         sigma = float(features(scored_part[covered])["ret"].std(ddof=0))
         rng = np.random.default_rng(config.seed)
+        starts = period_starts(scored_part, config.recalibrate_days)
         for k in config.shock_sizes:
             shocked, times = plant_shocks(scored_part[covered], k, sigma, config.shock_spacing_minutes, rng)
             rescored = score_periods(
@@ -157,3 +115,44 @@ def evaluate_files(
     tables = [evaluate(frame, detection, config).assign(file=name) for name, frame in frames.items()]
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # skip the empty ones
     return table[["file", *table.columns.drop("file")]]
+
+
+def target_gap(table: pd.DataFrame, calm: set[str]) -> pd.Series:
+    """Per row of an evaluate_files table, the worst of its ratios to the targets (<= 1: all met): 6-sigma recall
+    on every file; incidents and HIGH per day on the calm files only (a crash month's incidents are its crash)."""
+    ratios = pd.DataFrame({"recall": TARGETS["recall_6sigma"] / table["recall_6sigma"]})
+    is_calm = table["file"].isin(calm)
+    for column in ("incidents_per_day", "high_per_day"):
+        ratios[column] = (table[column] / TARGETS[column]).where(is_calm, 0.0)
+    return ratios.max(axis=1)
+
+
+def leave_one_out(tables: dict[str, pd.DataFrame], calm: set[str]) -> pd.DataFrame:
+    """Each file scored with the setting chosen without it. `tables` maps a setting's name to its evaluate_files
+    table (same files and symbols). For each file, among the settings that meet every target on the other files,
+    the one with the fewest incidents per day on the other calm files (the product's aim); when none meets them
+    all, the one whose worst target_gap there is the smallest. One row per file and symbol: the chosen setting's
+    figures, with column `setting`."""
+    rows = []
+    for file in next(iter(tables.values()))["file"].unique():
+        others = {name: table[table["file"] != file] for name, table in tables.items()}
+        worst = {name: target_gap(other, calm).max() for name, other in others.items()}
+        per_day = {
+            name: other.loc[other["file"].isin(calm), "incidents_per_day"].mean() for name, other in others.items()
+        }
+        meeting = [name for name in tables if worst[name] <= 1]
+        # dicts keep order: a tie goes to the first setting
+        chosen = min(meeting, key=per_day.get) if meeting else min(worst, key=worst.get)
+        rows.append(tables[chosen][tables[chosen]["file"] == file].assign(setting=chosen))
+    return pd.concat(rows, ignore_index=True)
+
+
+def setting_grid(base: DetectionConfig) -> dict[str, DetectionConfig]:
+    """The settings leave_one_out chooses among: `base` ("default") and its neighbours in k and k_range, the bars
+    that were tuned on the dev files."""
+    grid = {"default": base}
+    for dk, dk_range in itertools.product((-0.2, 0.0, 0.2), (-0.5, 0.0, 0.5)):
+        if dk or dk_range:
+            k, k_range = round(base.k + dk, 2), round(base.k_range + dk_range, 2)
+            grid[f"k={k:g} k_range={k_range:g}"] = replace(base, k=k, k_range=k_range)
+    return grid

@@ -12,12 +12,14 @@ each against that symbol's trained window limit. Consensus over three independen
 
 Better-than-textbook z-scores, chosen by the backtest numbers (docs/detection.md has them):
 
-- Robust per-symbol scales (`robust`). A symbol's typical 1-minute volatility (ret_scale) is the median, over its
-  training minutes, of the volatility of the previous `vol_minutes` minutes, measured as sqrt(pi/2) * mean |return|;
-  the range's typical spread (range_scale) is the median of the std of the range over the same trailing minutes.
-  A crash in the training period moves a median of hourly values little, and unlike the median absolute deviation
-  of single candles it does not collapse on coarse tick sizes, where most 1-minute returns and ranges are 0 or one
-  tick.
+- Robust per-symbol scales (`robust`). A symbol's typical 1-minute volatility (ret_scale) is the `scale_quantile`
+  (0.75) quantile, over its training minutes, of the volatility of the previous `vol_minutes` minutes, measured as
+  sqrt(pi/2) * mean |return|; the range's typical spread (range_scale) is the same quantile of the std of the range
+  over the same trailing minutes. A crash in the training period moves a quantile of hourly values little, and
+  unlike the median absolute deviation of single candles it does not collapse on coarse tick sizes, where most
+  1-minute returns and ranges are 0 or one tick. The upper quartile rather than the median makes the bar scale-free
+  across markets: it is 0.89-0.98 of the month's return std on every dev month, where the median is 0.61-0.69 on
+  the fine-tick, strongly seasonal BTC and ETH but 0.78 on the coarse-tick NEAR, so one k means the same bar.
 - A spread factor s that follows the market within bounds: z_ret = (ret - ret_center) / (ret_scale * s),
   z_range = (range - range_center * s) / (range_scale * s), with s = max(v, a):
   - volatility ratio v = current / typical volatility, clipped to [vol_floor, vol_cap]. A dead quiet hour cannot
@@ -56,16 +58,17 @@ CONFIRM_VOTES = 2
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    k: float = 3.3  # the price move (and the volume, which does not vote) flags when |z| > k
-    k_range: float = 4.5  # the range flags when its z > k_range
+    k: float = 2.8  # the price move (and the volume, which does not vote) flags when |z| > k
+    k_range: float = 3.5  # the range flags when its z > k_range
     window_minutes: int = 60  # trailing window of stream 2
     window_quantile: float = 0.999  # window limits: this quantile of the trained window-statistic distribution
     robust: bool = True  # typical (median) hourly volatility and medians; False: mean and std of single candles
     vol_minutes: int = 60  # trailing minutes that measure the current volatility (0: trained scales only)
+    scale_quantile: float = 0.75  # robust scales: this quantile of the training minutes' trailing-hour values
     vol_floor: float = 1.0  # the volatility ratio never drops below this ...
     vol_cap: float = 1.5  # ... nor rises above this
     activity_free: float = 2.0  # up to this many times the typical trades a minute is scored as usual ...
-    activity_cap: float = 2.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
+    activity_cap: float = 3.0  # ... beyond, the bar rises with sqrt(trades), at most this factor (1: never)
     min_train_rows: int = 1440  # fewer training candles than this is not a threshold set worth trusting
 
     @classmethod
@@ -158,9 +161,9 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
             volume_center = float(group["log_volume"].median())
             scales = {
                 "ret_center": float(group["ret"].median()),
-                "ret_scale": _median(group["ret_vol"]),
+                "ret_scale": _quantile(group["ret_vol"], config.scale_quantile),
                 "range_center": float(group["range"].median()),
-                "range_scale": _median(group["range_std"]),
+                "range_scale": _quantile(group["range_std"], config.scale_quantile),
                 "volume_center": volume_center,
                 "volume_scale": float(1.4826 * (group["log_volume"] - volume_center).abs().median()),
                 "trades_center": float(group["trades"].median()),
@@ -192,10 +195,10 @@ def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["symbol", *THRESHOLD_COLUMNS, "train_start", "train_end", "train_rows"])
 
 
-def _median(values: pd.Series) -> float:
-    """Median of the known values; NaN (without a warning) when there are none."""
+def _quantile(values: pd.Series, q: float) -> float:
+    """Quantile q of the known values; NaN (without a warning) when there are none."""
     values = values.dropna()
-    return float(values.median()) if len(values) else np.nan
+    return float(values.quantile(q)) if len(values) else np.nan
 
 
 def degenerate(thresholds: pd.DataFrame, config: DetectionConfig, optional: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -41,6 +41,7 @@ def thresholds_rows(
         vol_cap=float(config.vol_cap),
         activity_free=float(config.activity_free),
         activity_cap=float(config.activity_cap),
+        scale_quantile=float(config.scale_quantile),
         trained_at=trained_at.replace(tzinfo=None),
         trained_by=trained_by,
     )

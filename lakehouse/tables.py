@@ -187,6 +187,40 @@ GOLD_BACKTEST_SCORES = Table(
     description="gold.scores as a backtest computed them, one partition per run (thresholds trained by the run).",
 )
 
+GOLD_INCIDENTS = Table(
+    "gold",
+    "incidents",
+    schema(
+        """
+        incident_id string not null, symbol string not null, start timestamp not null,
+        last_minute timestamp not null, status string not null, minutes int not null,
+        peak_votes int not null, peak_confidence string not null, peak_time timestamp not null,
+        peak_abs_z_ret double, peak_z_range double, open_price double not null, close_price double not null,
+        price_change double not null, reasons string, thresholds_version long,
+        scored_through timestamp not null, previous_last_minute timestamp
+        """
+    ),
+    keys=("incident_id",),
+    # A few rows per symbol and day, rewritten while open: one unpartitioned table of small files.
+    description="Runs of a symbol's confirmed minutes (pipelines.detection.incidents): open, updated while they "
+    "last, closed after the gap; peak confidence, |z|, price change and the peak minute's reasons.",
+)
+
+GOLD_ALERTS = Table(
+    "gold",
+    "alerts",
+    schema(
+        """
+        alert_id string not null, sink string not null, incident_id string not null, kind string not null,
+        symbol string not null, confidence string not null, status string not null, attempts int not null,
+        error string, message string not null, delivered_at timestamp not null
+        """
+    ),
+    keys=("alert_id", "sink"),
+    description="One row per alert and sink: delivered, or dead_letter (with the last error) after every "
+    "attempt failed. An alert with a row for a sink is never sent to it again.",
+)
+
 REGISTRY: tuple[Table, ...] = (
     BRONZE_CANDLES,
     SILVER_CANDLES,
@@ -194,6 +228,8 @@ REGISTRY: tuple[Table, ...] = (
     GOLD_THRESHOLDS,
     GOLD_SCORES,
     GOLD_BACKTEST_SCORES,
+    GOLD_INCIDENTS,
+    GOLD_ALERTS,
 )
 
 

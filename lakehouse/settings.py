@@ -75,6 +75,19 @@ class Settings:
     replay_day: str = ""
     replay_speed: float = 60.0
 
+    # Alerts (pipelines/alerts): a Kafka topic on the same brokers ("" turns it off) and a webhook (off without a
+    # URL), each with the lowest confidence it is sent; attempts per alert and sink, back-off from alerts_backoff_s
+    # doubling; a closed alert only if asked; no opened alert for an incident this close after its symbol's last.
+    alerts_kafka_topic: str = "marketlake.alerts"
+    alerts_kafka_min_confidence: str = "MEDIUM"
+    alerts_webhook_url: str = field(default="", repr=False)  # a Slack webhook's URL is its secret
+    alerts_webhook_min_confidence: str = "MEDIUM"
+    alerts_webhook_timeout_s: float = 5.0
+    alerts_attempts: int = 3
+    alerts_backoff_s: float = 1.0
+    alerts_on_close: bool = False
+    alerts_cooldown_minutes: int = 60
+
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
         if not self.lakehouse_root:
@@ -85,6 +98,9 @@ class Settings:
             object.__setattr__(self, "dagster_home", str(Path(self.home) / "dagster"))
         if self.producer not in {"live", "replay", "off"}:
             raise ValueError(f"MARKETLAKE_PRODUCER={self.producer!r}: use live, replay or off")
+        for name in ("alerts_kafka_min_confidence", "alerts_webhook_min_confidence"):
+            if getattr(self, name) not in {"LOW", "MEDIUM", "HIGH"}:
+                raise ValueError(f"MARKETLAKE_{name.upper()}={getattr(self, name)!r}: use LOW, MEDIUM or HIGH")
 
     @property
     def kafka_port(self) -> int:

@@ -23,8 +23,11 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_settings(session_home: Path) -> Settings:
-    """The session's settings: its own home, a one-thread Spark. No service is started for them."""
-    return Settings.from_env(env={}, home=str(session_home), spark_master="local[1]", spark_shuffle_partitions=1)
+    """The session's settings: its own home, a one-thread Spark, no alert sink (a test that sends alerts turns its
+    sinks on). No service is started for them."""
+    return Settings.from_env(
+        env={}, home=str(session_home), spark_master="local[1]", spark_shuffle_partitions=1, alerts_kafka_topic=""
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from lakehouse.tables import GOLD_INCIDENTS
 from pipelines.detection.backtest import walk_forward
-from pipelines.detection.incidents import CLOSED, OPEN, advance, incidents
+from pipelines.detection.incidents import CLOSED, OPEN, advance, incidents, latest_incidents
 from pipelines.detection.maths import DetectionConfig
 from tests.test_detection import T0, sample
 
@@ -41,14 +41,10 @@ def fold(batches: list[pd.DataFrame], gap: int = 5) -> pd.DataFrame:
     """The table after each batch's rows were upserted (MERGE on incident_id), as the stream does."""
     table = NONE
     for batch in batches:
-        rows = advance(latest(table), batch, gap)
+        rows = advance(latest_incidents(table), batch, gap)
         kept = table[~table["incident_id"].isin(rows["incident_id"])]
         table = pd.concat([t for t in (kept, rows) if not t.empty], ignore_index=True) if not rows.empty else table
     return table.sort_values(["symbol", "start"]).reset_index(drop=True)
-
-
-def latest(table: pd.DataFrame) -> pd.DataFrame:
-    return table.sort_values("start").groupby("symbol").tail(1)
 
 
 def at(minute: int) -> pd.Timestamp:
@@ -139,4 +135,4 @@ def test_the_crash_day_in_hourly_batches_gives_one_first_high_at_01_54_per_symbo
     crash = table[table["peak_time"] == pd.Timestamp("2025-02-03 01:54")]
     assert (crash["price_change"] < 0).all() and crash["reasons"].str.contains("price").all()
     # Replaying the whole day in one batch over the finished table changes nothing.
-    assert advance(latest(table), crash_day, 30).empty
+    assert advance(latest_incidents(table), crash_day, 30).empty

@@ -138,7 +138,7 @@ def test_a_recalibration_applies_from_the_next_batch_without_a_restart(spark, se
 def test_silver_written_by_someone_else_between_batches_is_seen(spark, settings):
     prepare(spark, settings)
     replayed = crash_day(hours=1)
-    state = QueryState(DetectionConfig.from_settings(settings))  # one query's memory across its batches
+    state = QueryState(settings)  # one query's memory across its batches
     send(settings, replayed[:40])
     first = process_batch(spark, settings, read_topic(spark, settings), 0, state=state)
     for symbol in SYMBOLS:  # a backfill of the whole day commits to silver while the stream runs

@@ -7,7 +7,6 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import read_table
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, SILVER_QUARANTINE
-from pipelines.detection.maths import DetectionConfig
 from pipelines.streaming.batch import BatchResult, QueryState, run_batch
 from pipelines.streaming.failures import FailureKind, failure_kind
 from tests.bad_records import kafka_rows, variant
@@ -86,14 +85,14 @@ RECORDS = [(b"FILUSDT", variant().encode()), (b"FILUSDT", b"\xff garbage"), (Non
 
 def test_a_data_failure_is_retried_once(spark, settings):
     body = Flaky(ValueError("boom"))
-    state = QueryState(DetectionConfig.from_settings(settings))
+    state = QueryState(settings)
     result = run_batch(spark, settings, kafka_rows(spark, RECORDS), 7, "app", state, process=body)
     assert (body.calls, result.records, result.data_failures, result.isolated) == (2, 3, 1, 0)
 
 
 def test_a_batch_failing_twice_on_its_data_is_quarantined_record_by_record_and_once(spark, settings):
     ensure_tables(spark, settings)
-    state = QueryState(DetectionConfig.from_settings(settings))
+    state = QueryState(settings)
     records = kafka_rows(spark, RECORDS)
     body = Flaky(ValueError("boom"), ValueError("boom again"))
     result = run_batch(spark, settings, records, 7, "app", state, process=body)
@@ -108,7 +107,7 @@ def test_a_batch_failing_twice_on_its_data_is_quarantined_record_by_record_and_o
 
 def test_an_infrastructure_failure_is_raised_without_a_retry(spark, settings):
     body = Flaky(ConnectionRefusedError("broker gone"))
-    state = QueryState(DetectionConfig.from_settings(settings))
+    state = QueryState(settings)
     with pytest.raises(ConnectionRefusedError):
         run_batch(spark, settings, kafka_rows(spark, RECORDS), 7, "app", state, process=body)
     assert body.calls == 1

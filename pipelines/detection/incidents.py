@@ -145,6 +145,11 @@ def advance(latest: pd.DataFrame, scored: pd.DataFrame, gap_minutes: int = INCID
     return incident_rows(out[out["touched"] | (out["status"] == CLOSED)])
 
 
+def latest_incidents(table: pd.DataFrame) -> pd.DataFrame:
+    """Each symbol's latest incident (by start) among gold.incidents rows: what `advance` folds minutes into."""
+    return table.sort_values(["symbol", "start"], kind="stable").groupby("symbol").tail(1).reset_index(drop=True)
+
+
 def incident_rows(merged: pd.DataFrame) -> pd.DataFrame:
     """Merged incidents -> GOLD_INCIDENTS columns: id, confidence and the price change over the incident."""
     out = merged.reset_index(drop=True)

@@ -8,6 +8,9 @@ Exactly once, end to end:
   batch replayed after a crash is not written twice;
 - silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
+After gold.scores, the batch's scored minutes are folded into gold.incidents (MERGE on incident_id: a replayed
+batch rewrites the same rows or none) and the alerts of what changed are sent and recorded in gold.alerts (see
+pipelines.alerts.dispatch for what is guaranteed), before silver: a crash re-runs the batch, which scores again.
 Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
 one: a recalibration applies from the next batch on, without a restart.
 What a failed batch leads to: see pipelines.streaming.failures.
@@ -26,9 +29,18 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.delta_io import append_once, log_version, read_range, to_pandas
+from lakehouse.delta_io import append_once, as_spark, log_version, merge_into, read_range, read_table, to_pandas
 from lakehouse.settings import Settings
-from lakehouse.tables import BRONZE_CANDLES, CANDLE_COLUMNS, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE
+from lakehouse.tables import (
+    BRONZE_CANDLES,
+    CANDLE_COLUMNS,
+    GOLD_INCIDENTS,
+    GOLD_SCORES,
+    SILVER_CANDLES,
+    SILVER_QUARANTINE,
+)
+from pipelines.alerts.dispatch import Alerting
+from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, advance, latest_incidents
 from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
 from pipelines.layers.bronze import kafka_to_bronze
@@ -52,6 +64,8 @@ class BatchResult:
     thresholds_versions: tuple[int, ...]
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
+    incidents: int = 0  # gold.incidents rows that opened, grew or closed
+    alerts: int = 0  # deliveries recorded in gold.alerts (delivered or dead_letter)
     data_failures: int = 0  # attempts of this batch that failed on its data (see failure_kind)
     isolated: int = 0  # records quarantined because their batch failed twice on its data
 
@@ -90,14 +104,19 @@ class StreamCounters:
 class QueryState:
     """What a streaming query keeps between its micro-batches; a new query (a restart) starts from scratch."""
 
-    def __init__(self, config: DetectionConfig) -> None:
+    def __init__(self, settings: Settings) -> None:
+        config = DetectionConfig.from_settings(settings)
         self.thresholds = ThresholdsReader()
         # Twice the context a batch needs: candles up to history_minutes late are still served from memory.
         self.tail = SilverTail(behind_minutes=2 * config.history_minutes)
+        self.incidents: pd.DataFrame | None = None  # each symbol's latest incident; None: read gold.incidents
+        self.alerting = Alerting(settings)
 
     def forget(self) -> None:
-        """After a failed attempt: the tail may hold half of it, so the next batch reads silver again."""
+        """After a failed attempt: the tail and the incidents may hold half of it, so the next batch reads the
+        tables again."""
         self.tail.clear()
+        self.incidents = None
 
 
 def process_batch(
@@ -116,7 +135,7 @@ def process_batch(
     before the batch returns (and its offsets commit)."""
     started = time.perf_counter()
     config = DetectionConfig.from_settings(settings)
-    state = state or QueryState(config)
+    state = state or QueryState(settings)
     result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
     with result.timed("collect"):
         bronze = kafka_to_bronze(records).cache()
@@ -232,7 +251,28 @@ def _gold(
         append_once(spark, settings, GOLD_SCORES, gold, app_id, batch_id)
     result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
     result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
+    _incidents(spark, settings, gold, state, result)
     return new_in_silver
+
+
+def _incidents(
+    spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState, result: BatchResult
+) -> None:
+    """Fold the scored minutes into gold.incidents, then send and record the alerts of what changed."""
+    with result.timed("incidents"):
+        if state.incidents is None:  # after a start or a failed attempt: from the table, never from memory
+            table = to_pandas(read_table(spark, settings, GOLD_INCIDENTS))
+            state.incidents = latest_incidents(table)
+            state.alerting.load(spark, table)
+        changed = advance(state.incidents, gold, INCIDENT_GAP_MINUTES)
+        if not changed.empty:
+            merge_into(spark, settings, GOLD_INCIDENTS, as_spark(spark, GOLD_INCIDENTS, changed), update=True)
+            known = [t for t in (state.incidents, changed) if not t.empty]
+            state.incidents = latest_incidents(pd.concat(known))
+    result.incidents = len(changed)
+    if not changed.empty or not state.alerting.unsent.empty:
+        with result.timed("alerts"):
+            result.alerts = len(state.alerting.run(spark, changed))
 
 
 def _context(

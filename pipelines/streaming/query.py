@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse.settings import Settings
-from pipelines.detection.maths import DetectionConfig
 from pipelines.streaming.batch import APP_ID, BatchResult, QueryState, run_batch
 from pipelines.streaming.failures import failure_kind, first_line
 
@@ -52,7 +51,7 @@ def start_stream(
 ) -> StreamingQuery:
     started = threading.Event()
     query_id: list[str] = []
-    state = QueryState(DetectionConfig.from_settings(settings))
+    state = QueryState(settings)
 
     def body(records: DataFrame, batch_id: int) -> None:
         started.wait()

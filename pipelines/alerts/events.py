@@ -1,0 +1,88 @@
+"""Alerts from gold.incidents rows: which alerts an incident implies, their deterministic ids and messages. Pure.
+
+An incident implies an `opened` alert, an `escalated` one when it reached HIGH after opening at MEDIUM, and a
+`closed` one if asked for. Each depends only on the incident's row (not on how its minutes were batched), and its
+id is the incident's id and the kind, so replays and restarts imply the same alerts with the same ids.
+Cool-down: an incident that starts within `cooldown_minutes` of its symbol's previous incident is part of a storm;
+it gets no opened or closed alert, only its escalation (a move to HIGH is always news).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipelines.detection.incidents import CLOSED
+from pipelines.detection.maths import CONFIDENCE
+
+OPENED, ESCALATED, CLOSED_KIND = "opened", "escalated", "closed"
+RANK = {name: votes for votes, name in CONFIDENCE.items() if name}  # LOW 1 < MEDIUM 2 < HIGH 3
+HIGH = CONFIDENCE[max(CONFIDENCE)]
+
+
+@dataclass(frozen=True)
+class Alert:
+    alert_id: str
+    incident_id: str
+    kind: str
+    symbol: str
+    confidence: str
+    message: str  # JSON, with a Slack-compatible `text`
+
+    def at_least(self, confidence: str) -> bool:
+        return RANK[self.confidence] >= RANK[confidence]
+
+
+def alert_id(incident_id: str, kind: str) -> str:
+    return f"{incident_id}:{kind}"
+
+
+def alerts_of(incidents: pd.DataFrame, cooldown_minutes: int, on_close: bool = False) -> list[Alert]:
+    """Every alert the incidents (gold.incidents rows) imply, in order of incident start and kind."""
+    out = []
+    for row in incidents.sort_values(["start", "symbol"], kind="stable").itertuples(index=False):
+        storm = pd.notna(row.previous_last_minute) and (
+            row.start - row.previous_last_minute <= pd.Timedelta(minutes=cooldown_minutes)
+        )
+        escalated = row.peak_confidence == HIGH and row.peak_time > row.start
+        kinds = {
+            OPENED: (not storm, "MEDIUM" if escalated else row.peak_confidence),
+            ESCALATED: (escalated, HIGH),
+            CLOSED_KIND: (on_close and not storm and row.status == CLOSED, row.peak_confidence),
+        }
+        out += [_alert(row, kind, confidence) for kind, (wanted, confidence) in kinds.items() if wanted]
+    return out
+
+
+def _alert(incident, kind: str, confidence: str) -> Alert:
+    key = alert_id(incident.incident_id, kind)
+    body = {
+        "alert_id": key,
+        "kind": kind,
+        "confidence": confidence,
+        "text": text(incident, kind, confidence),
+        "incident": {name: _json_value(value) for name, value in incident._asdict().items()},
+    }
+    return Alert(key, incident.incident_id, kind, incident.symbol, confidence, json.dumps(body, sort_keys=True))
+
+
+def text(incident, kind: str, confidence: str) -> str:
+    """One line a person can act on (Slack shows `text`): what, when, how much, why."""
+    when = {OPENED: incident.start, ESCALATED: incident.peak_time, CLOSED_KIND: incident.last_minute}[kind]
+    return (
+        f"{incident.symbol} {confidence} incident {kind} at {when:%Y-%m-%d %H:%M} UTC: "
+        f"price {incident.price_change:+.2%} over {incident.minutes} confirmed minute(s) since "
+        f"{incident.start:%H:%M}; peak at {incident.peak_time:%H:%M}: {incident.reasons or 'no reasons'} "
+        f"[{incident.incident_id}]"
+    )
+
+
+def _json_value(value: object) -> object:
+    """A gold.incidents value as JSON: times as ISO strings, missing values as null."""
+    if not isinstance(value, str) and pd.isna(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value

@@ -126,6 +126,43 @@ def dagster_daemon() -> None:
     _dagster_role("daemon", "127.0.0.1")
 
 
+alerts_app = typer.Typer(help="Alerts of incidents: follow the alert topic, test the configured sinks.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start with the oldest alert on the topic."),
+) -> None:
+    """Follow the alert topic (MARKETLAKE_ALERTS_KAFKA_TOPIC), one line per alert, until Ctrl-C."""
+    from lakehouse.services.process import stop_on_signals
+    from pipelines.alerts.tail import follow
+
+    settings = _settings()
+    if not settings.alerts_kafka_topic:
+        raise typer.BadParameter("MARKETLAKE_ALERTS_KAFKA_TOPIC is empty: the Kafka sink is off")
+    typer.echo(f"following {settings.alerts_kafka_topic} at {settings.kafka_bootstrap_servers}")
+    for line in follow(settings, stop_on_signals(), from_beginning):
+        typer.echo(line)
+
+
+@alerts_app.command("test")
+def alerts_test() -> None:
+    """Send one test alert to each configured sink (not recorded in gold.alerts); exit 1 if any failed."""
+    from datetime import UTC, datetime
+
+    from pipelines.alerts.sinks import DELIVERED, send_test_alert
+
+    outcomes = send_test_alert(_settings(), datetime.now(UTC))
+    if not outcomes:
+        raise typer.BadParameter("no alert sink is configured (MARKETLAKE_ALERTS_KAFKA_TOPIC, ..._WEBHOOK_URL)")
+    for outcome in outcomes:
+        said = f"{outcome.sink}: {outcome.status} after {outcome.attempts} attempt(s)"
+        typer.echo(f"{said}: {outcome.error}" if outcome.error else said)
+    if any(outcome.status != DELIVERED for outcome in outcomes):
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo() -> None:
     """The main job on the embedded default: local broker, backfill, training, the stream, a replay, anomalies."""

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.delta_io import delete_where, read_table
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_SCORES
+from lakehouse.tables import GOLD_INCIDENTS, GOLD_SCORES
 from pipelines.detection.thresholds import train_thresholds
 from pipelines.ingestion.backfill import LocalArchives, backfill
 from pipelines.ingestion.replay import replay_archives
@@ -39,9 +39,11 @@ def wait_for_catch_up(settings: Settings, timeout_s: float = 600.0) -> None:
 
 
 def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: tuple[str, ...]) -> int:
-    """Deletes the gold.scores rows of `symbols` on `day`; returns how many there were."""
-    where = (F.col("open_date") == F.lit(day)) & F.col("symbol").isin(list(symbols))
-    return delete_where(spark, settings, GOLD_SCORES, where)
+    """Deletes the gold.scores rows of `symbols` on `day`, and their incidents from that day on (the replay builds
+    them again, with the same ids: their alerts, recorded, are not sent again); returns how many scores there were."""
+    symbol = F.col("symbol").isin(list(symbols))
+    delete_where(spark, settings, GOLD_INCIDENTS, symbol & (F.col("last_minute") >= F.lit(day)))
+    return delete_where(spark, settings, GOLD_SCORES, symbol & (F.col("open_date") == F.lit(day)))
 
 
 def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callable[[str], None] = print) -> pd.DataFrame:

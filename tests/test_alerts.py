@@ -15,7 +15,7 @@ from lakehouse.services.process import free_port
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_ALERTS
 from pipelines.alerts.dispatch import delivery_rows, last_written, pending
-from pipelines.alerts.events import ESCALATED, OPENED, Alert, alerts_of
+from pipelines.alerts.events import ESCALATED, OPENED, Alert, alerts_of, describe
 from pipelines.alerts.sinks import DEAD_LETTER, DELIVERED, KafkaSink, WebhookSink, configured_sinks, deliver
 from pipelines.detection.incidents import advance
 from pipelines.ingestion.binance_rest import Backoff
@@ -161,3 +161,29 @@ def test_after_a_restart_the_incidents_of_each_symbols_last_write_may_have_pendi
     table = pd.concat([both, b], ignore_index=True)
     assert last_written(table)["incident_id"].tolist() == both["incident_id"].tolist() + b["incident_id"].tolist()
     assert last_written(pd.concat([first, b]))["incident_id"].tolist() == ["A-20240101T0000", "B-20240101T0000"]
+
+
+def test_marketlake_alerts_test_sends_one_alert_to_each_sink_and_says_how_it_went(receiver, monkeypatch):
+    from typer.testing import CliRunner
+
+    from marketlake.cli import app
+
+    monkeypatch.setenv("MARKETLAKE_ALERTS_KAFKA_TOPIC", "")
+    monkeypatch.setenv("MARKETLAKE_ALERTS_WEBHOOK_URL", f"http://127.0.0.1:{receiver.server_address[1]}/hook")
+    monkeypatch.setenv("MARKETLAKE_ALERTS_BACKOFF_S", "0.01")
+    result = CliRunner().invoke(app, ["alerts", "test"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "webhook: delivered after 1 attempt(s)\n"
+    ((alert_id, body),) = receiver.received
+    assert alert_id.startswith("test-") and body["kind"] == "test" and "reachable" in body["text"]
+
+    receiver.statuses = [503, 503, 503]
+    failed = CliRunner().invoke(app, ["alerts", "test"])
+    assert failed.exit_code == 1 and "webhook: dead_letter after 3 attempt(s): HTTPError: 503" in failed.output
+
+
+def test_tail_describes_alerts_and_survives_anything_else():
+    (alert,) = alerts_of(incident({0: 2}), 60)
+    assert describe(alert.message.encode()).startswith("opened    MEDIUM A MEDIUM incident opened at 2024-01-01 00:00")
+    assert describe(b"\xff{") == "(not an alert) b'\\xff{'"
+    assert describe(b'{"kind": 1}').startswith("(not an alert)")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 
 from pipelines.detection.incidents import CLOSED
 from pipelines.detection.maths import CONFIDENCE
 
-OPENED, ESCALATED, CLOSED_KIND = "opened", "escalated", "closed"
+OPENED, ESCALATED, CLOSED_KIND, TEST = "opened", "escalated", "closed", "test"
 RANK = {name: votes for votes, name in CONFIDENCE.items() if name}  # LOW 1 < MEDIUM 2 < HIGH 3
 HIGH = CONFIDENCE[max(CONFIDENCE)]
 
@@ -86,3 +87,20 @@ def _json_value(value: object) -> object:
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return value.item() if hasattr(value, "item") else value
+
+
+def test_alert(now: datetime) -> Alert:
+    """One alert to check that sinks are wired (`marketlake alerts test`), with an id of its own each time."""
+    key = f"test-{now:%Y%m%dT%H%M%S}"
+    said = f"marketlake test alert {key}: this sink is configured and reachable"
+    body = {"alert_id": key, "kind": TEST, "confidence": HIGH, "text": said, "incident": None}
+    return Alert(key, key, TEST, "TEST", HIGH, json.dumps(body, sort_keys=True))
+
+
+def describe(message: bytes) -> str:
+    """An alert from the topic as one line for a person: its kind, confidence and text; anything else as it came."""
+    try:
+        body = json.loads(message)
+        return f"{body['kind']:<9} {body['confidence']:<6} {body['text']}"
+    except (ValueError, TypeError, KeyError):
+        return f"(not an alert) {message[:200]!r}"

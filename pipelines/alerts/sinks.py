@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import requests
@@ -17,7 +18,7 @@ from kafka import KafkaProducer
 
 from lakehouse.services.kafka_broker import ensure_topic
 from lakehouse.settings import Settings
-from pipelines.alerts.events import Alert
+from pipelines.alerts.events import Alert, test_alert
 from pipelines.ingestion.binance_rest import Backoff
 
 DELIVERED, DEAD_LETTER = "delivered", "dead_letter"
@@ -120,3 +121,13 @@ def configured_sinks(settings: Settings) -> list[KafkaSink | WebhookSink]:
             )
         )
     return sinks
+
+
+def send_test_alert(settings: Settings, now: datetime) -> list[Delivery]:
+    """One test alert to each configured sink, with the stream's attempts and back-off; nothing is recorded."""
+    alert = test_alert(now)
+    outcomes = []
+    for sink in configured_sinks(settings):
+        outcomes.append(deliver(sink, alert, settings.alerts_attempts, Backoff(settings.alerts_backoff_s)))
+        sink.close()
+    return outcomes

@@ -77,7 +77,10 @@ class Settings:
 
     # Alerts (pipelines/alerts): a Kafka topic on the same brokers ("" turns it off) and a webhook (off without a
     # URL), each with the lowest confidence it is sent; attempts per alert and sink, back-off from alerts_backoff_s
-    # doubling; a closed alert only if asked; no opened alert for an incident this close after its symbol's last.
+    # doubling; a closed alert only if asked; no opened (or closed) alert for an incident that starts within
+    # alerts_cooldown_minutes of its symbol's previous one. Off by default: incidents already merge a symbol's
+    # confirmations less than 30 minutes apart, and a longer cool-down would hide e.g. the 2025-02-03 crash's
+    # opening (40 minutes after a small incident) until its escalation.
     alerts_kafka_topic: str = "marketlake.alerts"
     alerts_kafka_min_confidence: str = "MEDIUM"
     alerts_webhook_url: str = field(default="", repr=False)  # a Slack webhook's URL is its secret
@@ -86,7 +89,7 @@ class Settings:
     alerts_attempts: int = 3
     alerts_backoff_s: float = 1.0
     alerts_on_close: bool = False
-    alerts_cooldown_minutes: int = 60
+    alerts_cooldown_minutes: int = 0
 
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.

@@ -4,7 +4,10 @@ only when a test needs it; and the test layers (pure, spark, integration) that f
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,32 @@ def kafka_settings(
     )
     ensure_topic(s.kafka_bootstrap_servers, s.kafka_topic, s.kafka_topic_partitions)
     return s
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver: keeps each POST's alert id and JSON body, and answers with the next of its server's
+    `statuses` (200 once none is left)."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.headers["X-Marketlake-Alert-Id"], json.loads(body)))
+        self.send_response(self.server.statuses.pop(0) if self.server.statuses else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[ThreadingHTTPServer]:
+    """A real HTTP server on a free loopback port; its URL is `http://127.0.0.1:<server_address[1]>/...`."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
+    server.received, server.statuses = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,9 +4,6 @@ retries with back-off against a real local HTTP receiver, dead letters. No Spark
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -96,30 +93,6 @@ def test_deliver_retries_with_back_off_then_dead_letters():
     rows = delivery_rows([ok, dead], pd.Timestamp("2026-01-01").to_pydatetime())
     assert rows.columns.tolist() == GOLD_ALERTS.columns
     assert rows[["sink", "status", "attempts"]].values.tolist() == [["flaky", DELIVERED, 3], ["flaky", DEAD_LETTER, 3]]
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """Answers each POST with the next status of the server's `statuses` (200 when none is left)."""
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((self.headers["X-Marketlake-Alert-Id"], json.loads(body)))
-        self.send_response(self.server.statuses.pop(0) if self.server.statuses else 200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-    server.received, server.statuses = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_webhook_that_answers_500_then_200_gets_the_alert_once(receiver):

@@ -26,10 +26,7 @@ def settings(kafka_settings):
 
 
 def start_stream_process(settings, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in ("home", "lakehouse_root", "kafka_bootstrap_servers", "kafka_topic", "spark_master"):
-        env[f"MARKETLAKE_{name.upper()}"] = str(getattr(settings, name))
-    env["MARKETLAKE_SPARK_SHUFFLE_PARTITIONS"] = "1"
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     command = [str(Path(sys.executable).parent / "marketlake"), "stream"]
     return subprocess.Popen(
         command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT

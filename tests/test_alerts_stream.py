@@ -1,0 +1,166 @@
+"""Incidents and alerts through the running stream, on the real broker, Spark and Delta, with a real local HTTP
+receiver and a real Kafka consumer: the 2025-02-03 crash, a webhook that fails once, a webhook that is down, and
+kill -9 mid-replay."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+from collections import Counter
+
+import pandas as pd
+from kafka import KafkaConsumer
+
+from lakehouse.delta_io import read_table, to_pandas
+from lakehouse.services.process import free_port
+from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_SCORES
+from pipelines.alerts.events import alerts_of
+from pipelines.detection.incidents import incidents
+from pipelines.ingestion.kafka_io import make_producer
+from pipelines.ingestion.replay import replay
+from pipelines.streaming.query import start_stream
+from tests.test_stream import crash_day, prepare, send
+from tests.test_stream_recovery import start_stream_process, stop, wait_for
+
+
+def with_alerts(kafka_settings, webhook_url: str, **more):
+    """Both sinks on: an alert topic of the test's own and the webhook."""
+    return dataclasses.replace(
+        kafka_settings,
+        alerts_kafka_topic=f"{kafka_settings.kafka_topic}-alerts",
+        alerts_webhook_url=webhook_url,
+        alerts_backoff_s=0.05,
+        **more,
+    )
+
+
+def url(receiver) -> str:
+    return f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+
+
+def consumed(settings) -> list[tuple[str, str]]:
+    """(key, alert id) of every record on the alert topic, read by a real consumer from the beginning."""
+    consumer = KafkaConsumer(
+        settings.alerts_kafka_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    try:
+        return [(r.key.decode(), json.loads(r.value)["alert_id"]) for r in consumer]
+    finally:
+        consumer.close()
+
+
+def table(spark, settings, which) -> pd.DataFrame:
+    return to_pandas(read_table(spark, settings, which))
+
+
+def assert_incidents_are_the_evaluations(spark, settings) -> pd.DataFrame:
+    """gold.incidents equals the one definition over gold.scores; returns it."""
+    stored = table(spark, settings, GOLD_INCIDENTS).sort_values(["symbol", "start"]).reset_index(drop=True)
+    expected = incidents(table(spark, settings, GOLD_SCORES))
+    assert stored[["symbol", "start", "last_minute", "minutes"]].values.tolist() == (
+        expected[["symbol", "start", "end", "minutes"]].values.tolist()
+    )
+    assert stored["incident_id"].is_unique
+    high = stored[stored["peak_confidence"] == "HIGH"].groupby("symbol")["peak_time"].min()
+    assert high.to_dict() == {s: pd.Timestamp("2025-02-03 01:54") for s in ("FILUSDT", "NEARUSDT")}
+    return stored
+
+
+def test_the_crash_day_gives_its_incidents_and_each_alert_once_per_sink(spark, kafka_settings, receiver, tmp_path):
+    settings = with_alerts(kafka_settings, url(receiver))
+    prepare(spark, settings)
+    receiver.statuses = [500]  # the first alert is refused once, then retried
+    send(settings, crash_day(hours=6))
+    start_stream(spark, settings, available_now=True, max_offsets_per_trigger=250).awaitTermination()
+
+    stored = assert_incidents_are_the_evaluations(spark, settings)
+    expected = sorted(a.alert_id for a in alerts_of(stored, settings.alerts_cooldown_minutes))
+    assert any(a.endswith(":escalated") for a in expected) and any(a.endswith(":opened") for a in expected)
+    webhook = [alert_id for alert_id, _ in receiver.received]
+    assert webhook[0] == webhook[1] and sorted(webhook[1:]) == expected  # the 500, then each alert once
+    assert all(body["text"] for _, body in receiver.received)
+    kafka = consumed(settings)
+    assert sorted(alert_id for _, alert_id in kafka) == expected
+    assert all(alert_id.startswith(key) for key, alert_id in kafka)  # key = symbol
+    deliveries = table(spark, settings, GOLD_ALERTS)
+    assert sorted(zip(deliveries["alert_id"], deliveries["sink"], strict=True)) == sorted(
+        (a, sink) for a in expected for sink in ("kafka", "webhook")
+    )
+    assert (deliveries["status"] == "delivered").all()
+    first = deliveries[deliveries["alert_id"] == webhook[0]].set_index("sink")["attempts"].to_dict()
+    assert first == {"kafka": 1, "webhook": 2}
+
+    # The same topic replayed by a new query (a new checkpoint): nothing new, nothing sent again.
+    again = dataclasses.replace(settings, checkpoint_root=str(tmp_path / "again"))
+    start_stream(spark, again, available_now=True).awaitTermination()
+    assert len(receiver.received) == len(webhook) and len(consumed(settings)) == len(kafka)
+    pd.testing.assert_frame_equal(
+        table(spark, settings, GOLD_INCIDENTS).sort_values("incident_id").reset_index(drop=True),
+        stored.sort_values("incident_id").reset_index(drop=True),
+    )
+
+
+def test_a_webhook_that_is_down_dead_letters_its_alerts_and_the_stream_goes_on(spark, kafka_settings):
+    settings = with_alerts(kafka_settings, f"http://127.0.0.1:{free_port()}/hook", alerts_attempts=2)
+    prepare(spark, settings)
+    send(settings, crash_day(hours=3))
+    start_stream(spark, settings, available_now=True).awaitTermination()
+
+    assert len(table(spark, settings, GOLD_SCORES)) == 2 * 180
+    deliveries = table(spark, settings, GOLD_ALERTS)
+    webhook, kafka = deliveries[deliveries["sink"] == "webhook"], deliveries[deliveries["sink"] == "kafka"]
+    assert len(webhook) == len(kafka) > 0
+    assert (webhook["status"] == "dead_letter").all() and (webhook["attempts"] == 2).all()
+    assert webhook["error"].str.contains("ConnectionError").all()
+    assert (kafka["status"] == "delivered").all()
+
+
+def test_kill_9_mid_replay_then_restart_sends_each_alert_once_unless_caught_between_send_and_record(
+    spark, kafka_settings, receiver, tmp_path
+):
+    settings = with_alerts(kafka_settings, url(receiver))
+    prepare(spark, settings)
+    candles = crash_day(hours=6)
+    log = tmp_path / "stream.log"
+    process = start_stream_process(settings, log)
+    producer = make_producer(settings)
+    replay(candles[:200], producer, settings.kafka_topic, progress=False)  # to 01:40: two incidents a symbol
+    wait_for(lambda: len(receiver.received) >= 4, 240, "the first alerts", log)
+
+    stop_replay, sent = threading.Event(), []
+    sender = threading.Thread(
+        target=lambda: sent.append(replay(candles[200:], producer, settings.kafka_topic, 60.0, False, stop=stop_replay))
+    )
+    sender.start()
+    wait_for(lambda: len(receiver.received) >= 6, 240, "alerts of the crash", log)  # the escalations at 01:54
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    stop_replay.set()
+    sender.join()
+    before_kill = {alert_id for alert_id, _ in receiver.received}
+    recorded_at_kill = set(table(spark, settings, GOLD_ALERTS)["alert_id"])
+
+    process = start_stream_process(settings, log)
+    try:
+        replay(candles[200 + sent[0].sent :], producer, settings.kafka_topic, progress=False)
+        producer.close()
+        wait_for(lambda: len(table(spark, settings, GOLD_SCORES)) == len(candles), 300, "every candle in gold", log)
+        stored = assert_incidents_are_the_evaluations(spark, settings)
+        expected = sorted(a.alert_id for a in alerts_of(stored, settings.alerts_cooldown_minutes))
+        wait_for(lambda: {a for a, _ in receiver.received} == set(expected), 60, "every alert", log)
+    finally:
+        stop(process)
+    # Each alert once on each sink, except one the kill caught between its send and its record: sent again once.
+    may_repeat = before_kill - recorded_at_kill
+    for received in ([a for a, _ in receiver.received], [a for _, a in consumed(settings)]):
+        counts = Counter(received)
+        assert sorted(counts) == expected
+        assert {a for a, n in counts.items() if n > 1} <= may_repeat and max(counts.values()) <= 2
+    deliveries = table(spark, settings, GOLD_ALERTS)
+    assert len(deliveries) == 2 * len(expected) and (deliveries["status"] == "delivered").all()

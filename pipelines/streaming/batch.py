@@ -40,6 +40,7 @@ from lakehouse.tables import (
     SILVER_QUARANTINE,
 )
 from pipelines.alerts.dispatch import Alerting
+from pipelines.alerts.sinks import DEAD_LETTER
 from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, advance, latest_incidents
 from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
@@ -65,7 +66,8 @@ class BatchResult:
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
     incidents: int = 0  # gold.incidents rows that opened, grew or closed
-    alerts: int = 0  # deliveries recorded in gold.alerts (delivered or dead_letter)
+    alerts: int = 0  # deliveries recorded in gold.alerts
+    dead_letters: int = 0  # of which dead_letter: every attempt failed
     data_failures: int = 0  # attempts of this batch that failed on its data (see failure_kind)
     isolated: int = 0  # records quarantined because their batch failed twice on its data
 
@@ -87,6 +89,9 @@ class StreamCounters:
     quarantined: int = 0
     scored: int = 0
     anomalies: int = 0
+    incidents: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
     thresholds_version: int | None = None
 
     def add(self, batch: BatchResult) -> None:
@@ -95,6 +100,9 @@ class StreamCounters:
         self.quarantined += batch.quarantined
         self.scored += batch.scored
         self.anomalies += batch.anomalies
+        self.incidents += batch.incidents
+        self.alerts += batch.alerts
+        self.dead_letters += batch.dead_letters
         self.thresholds_version = max(batch.thresholds_versions, default=self.thresholds_version)
 
     def snapshot(self) -> dict[str, int | None]:
@@ -272,7 +280,9 @@ def _incidents(
     result.incidents = len(changed)
     if not changed.empty or not state.alerting.unsent.empty:
         with result.timed("alerts"):
-            result.alerts = len(state.alerting.run(spark, changed))
+            deliveries = state.alerting.run(spark, changed)
+        result.alerts = len(deliveries)
+        result.dead_letters = sum(d.status == DEAD_LETTER for d in deliveries)
 
 
 def _context(

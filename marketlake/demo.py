@@ -42,7 +42,8 @@ def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: t
     """Deletes the gold.scores rows of `symbols` on `day`, and their incidents from that day on (the replay builds
     them again, with the same ids: their alerts, recorded, are not sent again); returns how many scores there were."""
     symbol = F.col("symbol").isin(list(symbols))
-    delete_where(spark, settings, GOLD_INCIDENTS, symbol & (F.col("last_minute") >= F.lit(day)))
+    midnight = datetime.combine(day, datetime.min.time())
+    delete_where(spark, settings, GOLD_INCIDENTS, symbol & (F.col("last_minute") >= F.lit(midnight)))
     return delete_where(spark, settings, GOLD_SCORES, symbol & (F.col("open_date") == F.lit(day)))
 
 

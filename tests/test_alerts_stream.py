@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 
 import pandas as pd
 from kafka import KafkaConsumer
@@ -18,6 +19,8 @@ from lakehouse.delta_io import read_table, to_pandas
 from lakehouse.services.process import free_port
 from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_SCORES
 from pipelines.alerts.events import alerts_of
+from pipelines.alerts.sinks import send_test_alert
+from pipelines.alerts.tail import follow
 from pipelines.detection.incidents import incidents
 from pipelines.ingestion.kafka_io import make_producer
 from pipelines.ingestion.replay import replay
@@ -168,3 +171,12 @@ def test_kill_9_mid_replay_then_restart_sends_each_alert_once_unless_caught_betw
         assert {a for a, n in counts.items() if n > 1} <= may_repeat and max(counts.values()) <= 2, sink
     deliveries = table(spark, settings, GOLD_ALERTS)
     assert len(deliveries) == 2 * len(expected) and (deliveries["status"] == "delivered").all()
+
+
+def test_alerts_test_reaches_the_topic_and_tail_shows_it(kafka_settings):
+    settings = dataclasses.replace(kafka_settings, alerts_kafka_topic=f"{kafka_settings.kafka_topic}-alerts")
+    (outcome,) = send_test_alert(settings, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (outcome.sink, outcome.status) == ("kafka", "delivered")
+    lines = follow(settings, threading.Event(), from_beginning=True)
+    assert next(lines).startswith("test      HIGH   marketlake test alert test-20260101T000000: this sink")
+    lines.close()  # closes the consumer

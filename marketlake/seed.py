@@ -27,9 +27,11 @@ def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.Da
     config = DetectionConfig()
     result = run_backtest(frame, config, train_days=2)
     now = datetime.now(UTC).replace(tzinfo=None)
-    # Same version number as the scores carry, so scores join their thresholds.
-    version = int(result.scores.thresholds_version.iloc[0])
-    thresholds = thresholds_rows(result.thresholds, config, version, "bench", now)
+    # One version per recalibration period, the number the scores carry, so scores join their thresholds.
+    thresholds = pd.concat(
+        thresholds_rows(trained.drop(columns="period"), config, int(period), "bench", now)
+        for period, trained in result.thresholds.groupby("period")
+    )
     quarantine = pd.DataFrame(
         {
             "source": "kafka",

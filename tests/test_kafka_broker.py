@@ -15,7 +15,8 @@ from pipelines.ingestion.kafka_io import make_producer
 pytestmark = pytest.mark.integration
 
 
-def test_kafka_round_trip_with_kafka_python(settings):
+def test_kafka_round_trip_with_kafka_python(kafka_settings):
+    settings = kafka_settings
     candle = {"symbol": "FILUSDT", "open_time": 1738540800000, "close": 3.1, "nonce": uuid.uuid4().hex}
     producer = make_producer(settings)
     key, value = encode(candle)
@@ -45,7 +46,7 @@ def test_broker_refuses_a_port_that_is_taken(tmp_path):
             kafka_bootstrap_servers=f"127.0.0.1:{port}",
             kafka_controller_port=free_port(),
         )
-        with pytest.raises(ServiceError, match=f"port {port} is already taken"):
+        with pytest.raises(ServiceError, match=f"port {port} of the Kafka broker is taken"):
             KafkaBroker.from_settings(s).start()
 
 

@@ -158,9 +158,6 @@ class Superset(Service):
         except requests.RequestException:
             return False
 
-    def prepare(self) -> None:
-        self.home.chmod(0o700)  # its secrets, metadata and catalog are for the Superset process only
-
     def command(self) -> list[str]:
         cmd = [str(VENV / "bin" / "gunicorn"), "--bind", f"{self.host}:{self.port}"]
         # One worker process, threads for concurrent chart queries; long timeout for cold Spark queries.
@@ -173,6 +170,7 @@ class Superset(Service):
         timings: dict[str, float] = {}
         clock = time.monotonic()
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # its secrets, metadata and catalog are for the Superset process only
         if self.settings.superset_engine == "duckdb":
             self.build_catalog()
         self.initialise()

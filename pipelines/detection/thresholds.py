@@ -23,6 +23,7 @@ from lakehouse.settings import Settings
 from lakehouse.tables import CANDLE_COLUMNS, GOLD_THRESHOLDS, SILVER_CANDLES
 from pipelines.detection.maths import DetectionConfig, degenerate, train
 from pipelines.layers.gold import thresholds_rows
+from pipelines.streaming.failures import first_line
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,6 @@ class ThresholdsReader:
                     "thresholds v%s unreadable, keeping v%s: %s",
                     version,
                     self.version,
-                    f"{type(error).__name__}: {error}"[:300],
+                    first_line(error),
                 )
         return self.frame

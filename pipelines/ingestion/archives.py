@@ -40,7 +40,7 @@ def in_milliseconds(row: list[str]) -> list[str]:
     """A kline row with microsecond times (spot archives from 2025 on) -> the same with millisecond times."""
     fields = list(row)
     for i in _TIME_FIELDS:
-        if i < len(fields) and fields[i].isdigit() and int(fields[i]) >= _MICROSECONDS_FROM:
+        if i < len(fields) and fields[i].isdecimal() and int(fields[i]) >= _MICROSECONDS_FROM:
             fields[i] = str(int(fields[i]) // 1000)
     return fields
 

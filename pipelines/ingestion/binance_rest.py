@@ -32,7 +32,7 @@ class BinanceRestError(RuntimeError):
 def interval_ms(interval: str) -> int:
     """Length of a Binance kline interval ("1s", "1m", "15m", "1h", "1d", "1w"); "1M" has no fixed length."""
     number, unit = interval[:-1], interval[-1]
-    if not number.isdigit() or unit not in _UNIT_MS:
+    if not number.isdecimal() or unit not in _UNIT_MS:
         raise ValueError(f"unsupported kline interval {interval!r}")
     return int(number) * _UNIT_MS[unit]
 
@@ -148,7 +148,7 @@ class BinanceRest:
                 continue
             if response.status_code != 200:
                 raise BinanceRestError(f"{path} {params}: HTTP {response.status_code}: {response.text[:300]}")
-            if used is not None and used.isdigit():
+            if used is not None and used.isdecimal():
                 pause = weight_pause(int(used), self.weight_limit, time.time())
                 if pause:
                     self._wait(pause, f"used weight {used} of {self.weight_limit} this minute")

@@ -197,13 +197,31 @@ GOLD_INCIDENTS = Table(
         peak_votes int not null, peak_confidence string not null, peak_time timestamp not null,
         peak_abs_z_ret double, peak_z_range double, open_price double not null, close_price double not null,
         price_change double not null, reasons string, thresholds_version long,
-        scored_through timestamp not null, previous_last_minute timestamp
+        scored_through timestamp not null, previous_last_minute timestamp,
+        scope string not null, market_incident_id string, market_change double
         """
     ),
     keys=("incident_id",),
     # A few rows per symbol and day, rewritten while open: one unpartitioned table of small files.
     description="Runs of a symbol's confirmed minutes (pipelines.detection.incidents): open, updated while they "
-    "last, closed after the gap; peak confidence, |z|, price change and the peak minute's reasons.",
+    "last, closed after the gap; peak confidence, |z|, price change and the peak minute's reasons; scope "
+    "'market' when the symbol moved with a market incident, else 'own', and the market's change over its span.",
+)
+
+GOLD_MARKET_INCIDENTS = Table(
+    "gold",
+    "market_incidents",
+    schema(
+        """
+        market_incident_id string not null, start timestamp not null, last_minute timestamp not null,
+        status string not null, minutes int not null, symbols string not null, symbol_count int not null,
+        active_symbols int not null, peak_votes int not null, peak_confidence string not null,
+        peak_time timestamp not null, market_change double not null, scored_through timestamp not null
+        """
+    ),
+    keys=("market_incident_id",),
+    description="Minutes in which many symbols were confirmed together (pipelines.detection.market), merged like a "
+    "symbol's incidents: the symbols that moved, the market's change (cumulated cross-section median return).",
 )
 
 GOLD_ALERTS = Table(
@@ -229,6 +247,7 @@ REGISTRY: tuple[Table, ...] = (
     GOLD_SCORES,
     GOLD_BACKTEST_SCORES,
     GOLD_INCIDENTS,
+    GOLD_MARKET_INCIDENTS,
     GOLD_ALERTS,
 )
 

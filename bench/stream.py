@@ -2,19 +2,27 @@
 folder; nothing else needs to run).
 
     .venv/bin/python bench/stream.py throughput [--batch 5000]   # replay 5 days x 2 symbols as fast as possible
-    .venv/bin/python bench/stream.py latency [--symbols 200 --minutes 20 --every 5]
+    .venv/bin/python bench/stream.py latency [--symbols 200 --minutes 20 --every 5] [--alerts]
 
 throughput: candles/s from the first record in Kafka to the last gold row committed, at maxOffsetsPerTrigger=batch.
 latency: a realistic live load, `symbols` closed candles arriving together once per (compressed) minute; for each
 candle, Kafka's timestamp -> its gold.scores row committed (the end of the micro-batch that wrote it): p50 / p95,
 after one warm-up minute (timed on its own).
+--alerts: each symbol replays the day from its own minute (7 minutes apart), so they move at different times, as
+symbols do; a local webhook receives the alerts, and for each alert, Kafka's timestamp of the candle that raised it
+(the incident's first minute for `opened`, its peak for `escalated`) -> the alert at the receiver: p50 / p95.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -72,6 +80,48 @@ def candles_of(day: str, symbol: str, as_name: str | None = None) -> list[dict]:
     return [{**c, "symbol": as_name or symbol} for c in out]
 
 
+def shifted(candles: list[dict], offset: int, minutes: int) -> list[dict]:
+    """`minutes` + 1 candles of the day from minute `offset` on, at the times of its first minutes."""
+    return [
+        {**c, "open_time": at["open_time"], "close_time": at["close_time"]}
+        for c, at in zip(candles[offset : offset + minutes + 1], candles, strict=False)
+    ]
+
+
+class Webhook(BaseHTTPRequestHandler):
+    """Records (arrival time, alert) of each POST."""
+
+    received: ClassVar[list[tuple[float, dict]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.received.append((time.time(), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def alert_latency(received: list[tuple[float, dict]], gold: pd.DataFrame) -> str:
+    """Kafka's timestamp of the candle that raised each alert -> its arrival at the webhook."""
+    sent = gold.set_index(["symbol", "open_time"])["kafka_timestamp"]
+    seconds = []
+    for arrived, body in received:
+        incident = body["incident"]
+        minute = incident["start"] if body["kind"] == "opened" else incident["peak_time"]
+        key = (incident.get("symbol", "MARKET"), pd.Timestamp(minute))
+        if key in sent.index:  # a market incident's alert has no one candle
+            seconds.append(arrived - sent[key].timestamp())
+    if not seconds:
+        return "alerts: none received"
+    kinds = pd.Series([b["kind"] for _, b in received]).value_counts().to_dict()
+    return (
+        f"latency Kafka -> alert at the webhook, {len(seconds)} alerts ({kinds}): "
+        f"p50 {np.percentile(seconds, 50):.2f} s, p95 {np.percentile(seconds, 95):.2f} s, max {max(seconds):.2f} s"
+    )
+
+
 def _seconds(times: pd.Series) -> np.ndarray:
     return times.astype("datetime64[ns]").astype("int64").to_numpy() / 1e9
 
@@ -119,15 +169,23 @@ def throughput(batch: int) -> None:
             broker.stop()
 
 
-def latency(symbols: int, minutes: int, every_s: float) -> None:
+def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
     names = [f"B{i:03d}USDT" for i in range(symbols)]
     with tempfile.TemporaryDirectory() as home:
         settings, broker = setup(home)
+        webhook = ThreadingHTTPServer(("127.0.0.1", free_port()), Webhook)
+        threading.Thread(target=webhook.serve_forever, daemon=True).start()
+        if alerts:
+            settings = dataclasses.replace(settings, alerts_webhook_url=f"http://127.0.0.1:{webhook.server_port}/")
         spark = get_spark(settings, "bench-stream")
         try:
             ensure_tables(spark, settings)
             history(spark, settings, names)
             series = {n: candles_of("2025-02-03", _source(n), n) for n in names}
+            if alerts:
+                series = {
+                    n: shifted(c, (i * 7) % (1440 - minutes - 1), minutes) for i, (n, c) in enumerate(series.items())
+                }
             ends: list[float] = []
             batches: list[BatchResult] = []
 
@@ -169,7 +227,10 @@ def latency(symbols: int, minutes: int, every_s: float) -> None:
             by_minute = pd.Series(visible).groupby(gold["open_time"].to_numpy()).median()
             print("median latency per minute, s: " + " ".join(f"{v:.1f}" for v in by_minute))
             print(breakdown([b for b in batches if b.scored][1:]))
+            if alerts:
+                print(alert_latency(Webhook.received, gold))
         finally:
+            webhook.shutdown()
             spark.stop()
             broker.stop()
 
@@ -181,9 +242,10 @@ if __name__ == "__main__":
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--minutes", type=int, default=20)
     parser.add_argument("--every", type=float, default=5.0)
+    parser.add_argument("--alerts", action="store_true")
     args = parser.parse_args()
     pd.set_option("display.width", 200)
     if args.which == "throughput":
         throughput(args.batch)
     else:
-        latency(args.symbols, args.minutes, args.every)
+        latency(args.symbols, args.minutes, args.every, args.alerts)

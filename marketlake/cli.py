@@ -241,6 +241,7 @@ def evaluate(
     import pandas as pd
 
     from pipelines.detection import evaluate as harness
+    from pipelines.detection.market import MarketConfig
     from pipelines.detection.maths import DetectionConfig
     from pipelines.ingestion.archives import ArchiveFile, read_frame
 
@@ -261,6 +262,10 @@ def evaluate(
             chosen = harness.leave_one_out(tables, set(calm or frames))
             typer.echo("\nleave one file out (each file scored with the setting chosen on the others):")
             typer.echo(chosen.round(3).to_string(index=False))
+        market = harness.evaluate_market(frames, detection, config, MarketConfig.from_settings(_settings()))
+        if len(market):
+            typer.echo("\nfiles of the same period together, and the day of each with the most incidents:")
+            typer.echo(market.round(3).to_string(index=False))
     typer.echo(f"\n{len(settings)} setting(s) x {len(frames)} file(s) in {time.process_time() - started:.0f} s of CPU")
 
 

@@ -12,6 +12,10 @@ high/low to keep the candle valid); it is caught when a confirmed anomaly is rai
 next `catch_minutes`. Shocks are spaced `shock_spacing_minutes` apart, more than the detector's history_minutes,
 so that no shock is in another one's trailing windows or volatility: every shock is an independent trial, and the
 denser they are, the smaller the recall's sampling error (61 minutes: about 500 shocks in 3 weeks).
+
+Files of several symbols over the same period are also scored together (`evaluate_market`): how many of their
+incidents moved with the market (pipelines.detection.market), how many market incidents that makes, and the alerts
+it takes to tell them, grouped (one per market incident) and not.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from pipelines.alerts.events import alerts_of
 from pipelines.detection.backtest import period_starts, score_periods, split_train, walk_forward
 from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, incidents
+from pipelines.detection.market import MARKET, MarketConfig, period_incidents
 from pipelines.detection.maths import DetectionConfig, features
 
 
@@ -156,3 +162,45 @@ def setting_grid(base: DetectionConfig) -> dict[str, DetectionConfig]:
             k, k_range = round(base.k + dk, 2), round(base.k_range + dk_range, 2)
             grid[f"k={k:g} k_range={k_range:g}"] = replace(base, k=k, k_range=k_range)
     return grid
+
+
+def market_row(scored: pd.DataFrame, market: MarketConfig) -> dict[str, object]:
+    """Scored candles of several symbols over one period: per day, symbol incidents (all, and those with the
+    market), market incidents, and the alerts that tell them with market incidents grouped and without."""
+    days = scored.groupby("symbol")["open_time"].size().max() / 1440
+    symbols, market_rows = period_incidents(scored, market)
+    grouped = len(alerts_of(symbols, 0, market=market_rows))
+    alone = len(alerts_of(symbols.assign(scope="own"), 0))
+    return {
+        "symbols": ",".join(sorted(scored["symbol"].unique())),
+        "days": round(days, 1),
+        "incidents_per_day": len(symbols) / days,
+        "with_market_per_day": (symbols["scope"] == MARKET).sum() / days,
+        "market_incidents_per_day": len(market_rows) / days,
+        "alerts_per_day": grouped / days,
+        "alerts_per_day_ungrouped": alone / days,
+    }
+
+
+def evaluate_market(
+    frames: dict[str, pd.DataFrame], detection: DetectionConfig, config: EvaluationConfig, market: MarketConfig
+) -> pd.DataFrame:
+    """market_row for each period (the part after the symbol in the frames' names, e.g. "BTCUSDT 2023-02") that
+    has two symbols or more, over the whole period and over its day with the most incidents (e.g. a crash)."""
+    periods: dict[str, list[pd.DataFrame]] = {}
+    for name, frame in frames.items():
+        periods.setdefault(name.split(" ", 1)[-1], []).append(frame)
+    rows = []
+    for period, parts in sorted(periods.items()):
+        if len(parts) < 2:
+            continue
+        scored, _ = walk_forward(
+            pd.concat(parts, ignore_index=True), detection, config.train_days, config.recalibrate_days
+        )
+        scored = scored[scored["thresholds_version"].notna()]
+        found = incidents(scored, config.incident_gap_minutes)
+        busiest = found["start"].dt.floor("D").value_counts().idxmax()
+        rows.append({"period": period, **market_row(scored, market)})
+        one_day = scored[scored["open_time"].dt.floor("D") == busiest]
+        rows.append({"period": f"{busiest:%Y-%m-%d}", **market_row(one_day, market)})
+    return pd.DataFrame(rows)

@@ -311,8 +311,8 @@ def _latest(incidents: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
 def _marks_differ(marked: pd.DataFrame, was: pd.DataFrame) -> pd.Series:
     """Whether mark() changed an incident's scope, market incident or market change."""
     columns = ["scope", "market_incident_id", "market_change"]
-    before, after = was[columns].astype(str).agg("|".join, axis=1), marked[columns].astype(str).agg("|".join, axis=1)
-    return pd.Series(before.to_numpy() != after.to_numpy(), index=marked.index)
+    before, after = (list(zip(*(rows[c].astype(str) for c in columns), strict=True)) for rows in (was, marked))
+    return pd.Series([b != a for b, a in zip(before, after, strict=True)], index=marked.index, dtype=bool)
 
 
 def _load_incidents(spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState) -> None:

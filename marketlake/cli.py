@@ -264,7 +264,7 @@ def evaluate(
             typer.echo(chosen.round(3).to_string(index=False))
         market = harness.evaluate_market(frames, detection, config, MarketConfig.from_settings(_settings()))
         if len(market):
-            typer.echo("\nfiles of the same period together, and the day of each with the most incidents:")
+            typer.echo("\nfiles of the same period together, and the day of each one's largest market move:")
             typer.echo(market.round(3).to_string(index=False))
     typer.echo(f"\n{len(settings)} setting(s) x {len(frames)} file(s) in {time.process_time() - started:.0f} s of CPU")
 

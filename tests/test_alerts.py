@@ -165,31 +165,35 @@ def test_tail_describes_alerts_and_survives_anything_else():
 
 
 def test_the_streams_alerting_sends_each_alert_once_per_sink_and_records_every_outcome(monkeypatch):
-    """Alerting.run with its Delta record captured: what a restart finds unsent is sent, what is recorded is not."""
+    """Alerting.send and record, the Delta record captured: a restart sends what is unsent, not what is recorded."""
     from pipelines.alerts import dispatch
 
     merged: list[pd.DataFrame] = []
     monkeypatch.setattr(dispatch, "as_spark", lambda spark, table, rows: rows)
     monkeypatch.setattr(dispatch, "merge_into", lambda spark, settings, table, rows: merged.append(rows))
+
+    def run(changed: pd.DataFrame) -> list:
+        deliveries = alerting.send(changed, NO_MARKET)
+        alerting.record(None, deliveries)
+        return deliveries
+
     alerting = dispatch.Alerting(Settings.from_env(env={}, alerts_kafka_topic=""))
     good, down = FlakySink(failures=0), FlakySink(failures=99)
     down.name = "down"
     alerting.sinks, alerting.backoff = [good, down], Backoff(initial_s=0.001)
 
     opened = incident({0: 2})
-    first = alerting.run(None, opened, NO_MARKET)
+    first = run(opened)
     outcomes = [(d.sink, d.alert.kind, d.status) for d in first]
     assert outcomes == [("flaky", OPENED, DELIVERED), ("down", OPENED, DEAD_LETTER)]
     assert merged[-1][["sink", "status"]].values.tolist() == [["flaky", DELIVERED], ["down", DEAD_LETTER]]
     grown = advance(opened, scored("A", {1: 3}), 5)
-    second = alerting.run(
-        None, grown, NO_MARKET
-    )  # the opened alert is recorded for both sinks: only the escalation goes
+    second = run(grown)  # the opened alert is recorded for both sinks: only the escalation goes
     assert [(d.sink, d.alert.kind) for d in second] == [("flaky", ESCALATED), ("down", ESCALATED)]
-    assert alerting.run(None, grown, NO_MARKET) == [] and len(merged) == 2  # nothing twice, nothing recorded twice
+    assert run(grown) == [] and len(merged) == 2  # nothing twice, nothing recorded twice
     assert good.sent == 2
 
     # A restart that finds the opened alert recorded for one sink only (a crash between two sends and the record).
     alerting.recorded = {("A-20240101T0000:opened", "flaky")}
     alerting.unsent = last_written(opened)
-    assert [(d.sink, d.alert.kind) for d in alerting.run(None, opened.iloc[:0], NO_MARKET)] == [("down", OPENED)]
+    assert [(d.sink, d.alert.kind) for d in run(opened.iloc[:0])] == [("down", OPENED)]

@@ -1,4 +1,5 @@
-"""The stream's alerting: after each incidents MERGE, send the alerts not yet recorded for a sink, then record them.
+"""The stream's alerting: with each micro-batch's incidents, send the alerts not yet recorded for a sink, then
+record them (while the incidents are merged: a crash before either re-runs the batch, which finds the same alerts).
 
 What is guaranteed, per alert id and sink (the id is the incident's id and the kind, see events):
 - an alert recorded in gold.alerts for a sink (delivered or dead_letter) is never sent to that sink again, across
@@ -103,9 +104,9 @@ class Alerting:
     def pending_incidents(self) -> bool:
         return not (self.unsent.empty and self.unsent_market.empty)
 
-    def run(self, spark: SparkSession, changed: pd.DataFrame, changed_market: pd.DataFrame) -> list[Delivery]:
+    def send(self, changed: pd.DataFrame, changed_market: pd.DataFrame) -> list[Delivery]:
         """Send the alerts of the unsent and changed incidents (rows of gold.incidents and gold.market_incidents
-        just merged) that no sink has recorded, and record every outcome."""
+        about to be merged) that no sink has recorded; `record` their outcomes next."""
         candidates = _newest(self.unsent, changed, key="incident_id")
         market = _newest(self.unsent_market, changed_market, key="market_incident_id")
         settings = self.settings
@@ -114,18 +115,21 @@ class Alerting:
             deliver(sink, alert, settings.alerts_attempts, self.backoff)
             for sink, alert in pending(alerts, self.sinks, self.recorded)
         ]
-        if deliveries:
-            rows = delivery_rows(deliveries, datetime.now(UTC))
-            merge_into(spark, settings, GOLD_ALERTS, as_spark(spark, GOLD_ALERTS, rows))
-            self.recorded |= {(d.alert.alert_id, d.sink) for d in deliveries}
-            for d in deliveries:
-                log.log(
-                    logging.INFO if d.status == DELIVERED else logging.ERROR,
-                    "alert %s -> %s: %s after %d attempt(s)%s", d.alert.alert_id, d.sink, d.status, d.attempts,
-                    f": {d.error}" if d.error else "",
-                )  # fmt: skip
+        for d in deliveries:
+            log.log(
+                logging.INFO if d.status == DELIVERED else logging.ERROR,
+                "alert %s -> %s: %s after %d attempt(s)%s", d.alert.alert_id, d.sink, d.status, d.attempts,
+                f": {d.error}" if d.error else "",
+            )  # fmt: skip
         self.unsent, self.unsent_market = candidates.iloc[:0], market.iloc[:0]
         return deliveries
+
+    def record(self, spark: SparkSession, deliveries: Sequence[Delivery]) -> None:
+        """The outcomes in gold.alerts: from then on, never sent to their sinks again."""
+        if deliveries:
+            rows = delivery_rows(deliveries, datetime.now(UTC))
+            merge_into(spark, self.settings, GOLD_ALERTS, as_spark(spark, GOLD_ALERTS, rows))
+            self.recorded |= {(d.alert.alert_id, d.sink) for d in deliveries}
 
     def close(self) -> None:
         for sink in self.sinks:

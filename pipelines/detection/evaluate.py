@@ -186,7 +186,7 @@ def evaluate_market(
     frames: dict[str, pd.DataFrame], detection: DetectionConfig, config: EvaluationConfig, market: MarketConfig
 ) -> pd.DataFrame:
     """market_row for each period (the part after the symbol in the frames' names, e.g. "BTCUSDT 2023-02") that
-    has two symbols or more, over the whole period and over its day with the most incidents (e.g. a crash)."""
+    has two symbols or more, over the whole period and over the day of its largest market move (e.g. a crash)."""
     periods: dict[str, list[pd.DataFrame]] = {}
     for name, frame in frames.items():
         periods.setdefault(name.split(" ", 1)[-1], []).append(frame)
@@ -198,9 +198,11 @@ def evaluate_market(
             pd.concat(parts, ignore_index=True), detection, config.train_days, config.recalibrate_days
         )
         scored = scored[scored["thresholds_version"].notna()]
-        found = incidents(scored, config.incident_gap_minutes)
-        busiest = found["start"].dt.floor("D").value_counts().idxmax()
         rows.append({"period": period, **market_row(scored, market)})
-        one_day = scored[scored["open_time"].dt.floor("D") == busiest]
-        rows.append({"period": f"{busiest:%Y-%m-%d}", **market_row(one_day, market)})
+        _, moves = period_incidents(scored, market)
+        if len(moves):
+            day = moves.loc[moves["market_change"].abs().idxmax(), "start"].floor("D")
+            rows.append(
+                {"period": f"{day:%Y-%m-%d}", **market_row(scored[scored["open_time"].dt.floor("D") == day], market)}
+            )
     return pd.DataFrame(rows)

@@ -273,8 +273,9 @@ def _gold(
 def _incidents(
     spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState, result: BatchResult
 ) -> None:
-    """Fold the scored minutes into gold.incidents and gold.market_incidents (symbols' incidents marked as moving
-    with the market or on their own), then send and record the alerts of what changed."""
+    """Fold the scored minutes into the incidents (symbols' incidents marked as moving with the market or on their
+    own), send the alerts of what changed, then merge gold.incidents and gold.market_incidents and record the
+    alerts in gold.alerts, all before silver (a crash re-runs the batch: the same incidents, the same alerts)."""
     with result.timed("incidents"):
         if state.incidents is None:  # after a start or a failed attempt: from the tables, never from memory
             _load_incidents(spark, settings, gold, state)
@@ -287,19 +288,23 @@ def _incidents(
         candidates = pd.concat([t for t in (changed, again) if not t.empty] or [changed])
         marked = state.market.mark(candidates)
         moved = marked[marked["incident_id"].isin(changed["incident_id"]) | _marks_differ(marked, candidates)]
-        if not market.empty:
-            merge_into(
-                spark, settings, GOLD_MARKET_INCIDENTS, as_spark(spark, GOLD_MARKET_INCIDENTS, market), update=True
-            )
-        if not moved.empty:
-            merge_into(spark, settings, GOLD_INCIDENTS, as_spark(spark, GOLD_INCIDENTS, moved), update=True)
-            state.incidents = _latest(state.incidents, moved)
     result.incidents, result.market_incidents = len(moved), len(market)
+    deliveries = []
     if not (moved.empty and market.empty) or state.alerting.pending_incidents:
         with result.timed("alerts"):
-            deliveries = state.alerting.run(spark, moved, market)
+            deliveries = state.alerting.send(moved, market)
         result.alerts = len(deliveries)
         result.dead_letters = sum(d.status == DEAD_LETTER for d in deliveries)
+    with result.timed("incidents_write"), ThreadPoolExecutor(max_workers=3) as writers:
+        # Three small commits, each mostly waiting: together they take about as long as one.
+        writes = [writers.submit(state.alerting.record, spark, deliveries)]
+        for table, rows in ((GOLD_INCIDENTS, moved), (GOLD_MARKET_INCIDENTS, market)):
+            if not rows.empty:
+                writes.append(writers.submit(merge_into, spark, settings, table, as_spark(spark, table, rows), True))
+        for write in writes:
+            write.result()
+    if not moved.empty:
+        state.incidents = _latest(state.incidents, moved)
 
 
 def _latest(incidents: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:

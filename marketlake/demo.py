@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.delta_io import delete_where, read_table
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_INCIDENTS, GOLD_SCORES
+from lakehouse.tables import GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS, GOLD_SCORES
 from pipelines.detection.thresholds import train_thresholds
 from pipelines.ingestion.backfill import LocalArchives, backfill
 from pipelines.ingestion.replay import replay_archives
@@ -39,11 +39,13 @@ def wait_for_catch_up(settings: Settings, timeout_s: float = 600.0) -> None:
 
 
 def forget_scores(spark: SparkSession, settings: Settings, day: date, symbols: tuple[str, ...]) -> int:
-    """Deletes the gold.scores rows of `symbols` on `day`, and their incidents from that day on (the replay builds
-    them again, with the same ids: their alerts, recorded, are not sent again); returns how many scores there were."""
+    """Deletes the gold.scores rows of `symbols` on `day`, and their incidents and the market's from that day on (the
+    replay builds them again, with the same ids: their alerts, recorded, are not sent again); returns how many
+    scores there were."""
     symbol = F.col("symbol").isin(list(symbols))
-    midnight = datetime.combine(day, datetime.min.time())
-    delete_where(spark, settings, GOLD_INCIDENTS, symbol & (F.col("last_minute") >= F.lit(midnight)))
+    since = F.col("last_minute") >= F.lit(datetime.combine(day, datetime.min.time()))
+    delete_where(spark, settings, GOLD_INCIDENTS, symbol & since)
+    delete_where(spark, settings, GOLD_MARKET_INCIDENTS, since)
     return delete_where(spark, settings, GOLD_SCORES, symbol & (F.col("open_date") == F.lit(day)))
 
 
@@ -82,4 +84,17 @@ def run_demo(spark: SparkSession, settings: Settings, sample: Path, say: Callabl
     say(f"first HIGH anomalies ({len(high)} in all):")
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
         say(high.head(10).to_string(index=False))
+        since = F.col("start") >= F.lit(replay_start)
+        market = read_table(spark, settings, GOLD_MARKET_INCIDENTS).filter(since).toPandas().sort_values("start")
+        incidents = read_table(spark, settings, GOLD_INCIDENTS).filter(since).toPandas()
+        own = incidents[incidents["scope"] == "own"]
+        say(
+            f"incidents: {len(incidents)} of the symbols ({len(own)} on their own), {len(market)} of the market; "
+            "market incidents:"
+        )
+        say(
+            market[["market_incident_id", "symbols", "peak_confidence", "peak_time", "market_change"]].to_string(
+                index=False
+            )
+        )
     return found

@@ -104,7 +104,8 @@ class Webhook(BaseHTTPRequestHandler):
 
 
 def alert_latency(received: list[tuple[float, dict]], gold: pd.DataFrame) -> str:
-    """Kafka's timestamp of the candle that raised each alert -> its arrival at the webhook."""
+    """Kafka's timestamp of the candle that raised each alert -> its arrival at the webhook, for the candles in
+    `gold` (not those of the warm-up minute)."""
     sent = gold.set_index(["symbol", "open_time"])["kafka_timestamp"]
     seconds = []
     for arrived, body in received:
@@ -117,7 +118,8 @@ def alert_latency(received: list[tuple[float, dict]], gold: pd.DataFrame) -> str
         return "alerts: none received"
     kinds = pd.Series([b["kind"] for _, b in received]).value_counts().to_dict()
     return (
-        f"latency Kafka -> alert at the webhook, {len(seconds)} alerts ({kinds}): "
+        f"latency Kafka -> alert at the webhook, {len(seconds)} of {len(received)} alerts {kinds} (the others: the "
+        "warm-up minute's, or a market incident's): "
         f"p50 {np.percentile(seconds, 50):.2f} s, p95 {np.percentile(seconds, 95):.2f} s, max {max(seconds):.2f} s"
     )
 

@@ -60,6 +60,10 @@ def test_an_owed_alert_is_overdue_once_its_incident_row_is_older_than_the_grace_
     late = overdue(due, written(NOW - timedelta(minutes=6)), NOW, grace)
     assert late["sink"].tolist() == ["kafka", "webhook"]
     assert late["written_at"].tolist() == [pd.Timestamp(NOW - timedelta(minutes=6))] * 2
-    # No known write time: counted from scored_through (here 2025), so a stuck alert is never hidden.
-    assert len(overdue(due, written(NOW).iloc[:0], NOW, grace)) == 2
+    # Written more than the lookback (a day) ago: no longer judged (a sink added later is owed every old alert).
+    assert overdue(due, written(NOW - timedelta(days=2)), NOW, grace).empty
+    assert len(overdue(due, written(NOW - timedelta(days=2)), NOW, grace, lookback=timedelta(days=3))) == 2
+    # No known write time: counted from scored_through (candle time, here 2025).
+    assert overdue(due, written(NOW).iloc[:0], NOW, grace).empty
+    assert len(overdue(due, written(NOW).iloc[:0], NOW, grace, lookback=timedelta(days=700))) == 2
     assert overdue(due.iloc[:0], written(NOW), NOW, grace).empty

@@ -15,7 +15,7 @@ from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS, Table
 from orchestration.resources import lakehouse_session
 from orchestration.streaming.assets import ALERTS_KEY, INCIDENTS_KEY, MARKET_INCIDENTS_KEY
-from pipelines.alerts.audit import GRACE, audit
+from pipelines.alerts.audit import GRACE, LOOKBACK, audit
 
 LISTED = 20  # alerts named in a check's metadata; the table in it has them all
 
@@ -50,7 +50,7 @@ def _delivery(settings: Settings) -> dg.AssetChecksDefinition:
                 "alerts_not_overdue",
                 asset=ALERTS_KEY,
                 description=f"Every alert a sink is owed has a gold.alerts row {GRACE} after its incident's row was "
-                "written (pipelines.alerts.audit).",
+                f"written, for the rows written in the last {LOOKBACK} (pipelines.alerts.audit).",
             ),
             dg.AssetCheckSpec(
                 "alerts_no_dead_letters",

@@ -9,6 +9,8 @@ When was a row last written? Not `scored_through`: it is candle time (a replay o
 year old, and an alert being sent right now would count as overdue), and Delta file times move whenever a MERGE
 rewrites a file for a neighbouring row. The batch that last wrote the row is the one that scored its
 `scored_through` minute, so gold.scores' `detected_at` of (symbol, scored_through) is its wall-clock time.
+Only incidents written within a lookback (a day) are judged: a sink added later (or `on_close` turned on) is owed
+the alerts of every older incident, which the stream never sends it, and the check would stay red for ever.
 `owed` and `overdue` are pure; `audit` reads the tables.
 """
 
@@ -30,6 +32,7 @@ from pipelines.alerts.events import alerts_of
 from pipelines.alerts.sinks import DEAD_LETTER, Sink, configured_sinks
 
 GRACE = timedelta(minutes=5)
+LOOKBACK = timedelta(days=1)
 OWED_COLUMNS = ["alert_id", "sink", "incident_id", "symbol", "scored_through"]
 
 
@@ -51,13 +54,21 @@ def owed(
     return pd.DataFrame(rows, columns=OWED_COLUMNS)
 
 
-def overdue(owed: pd.DataFrame, written_at: pd.DataFrame, now: datetime, grace: timedelta = GRACE) -> pd.DataFrame:
-    """The owed alerts whose incident row was last written more than `grace` before `now` (naive UTC, as the tables
-    hold times). `written_at`: (symbol, scored_through, written_at). A row with no known write time counts from
-    its scored_through, the earliest it can have been written, so a lost time never hides a stuck alert."""
+def overdue(
+    owed: pd.DataFrame,
+    written_at: pd.DataFrame,
+    now: datetime,
+    grace: timedelta = GRACE,
+    lookback: timedelta = LOOKBACK,
+) -> pd.DataFrame:
+    """The owed alerts whose incident row was last written between `lookback` and `grace` before `now` (naive UTC,
+    as the tables hold times). `written_at`: (symbol, scored_through, written_at). A row with no known write time
+    (its gold.scores minute is gone) counts from its scored_through, candle time, which live trails the clock by a
+    minute or two."""
     out = owed.merge(written_at, on=["symbol", "scored_through"], how="left")
     out["written_at"] = pd.to_datetime(out["written_at"]).fillna(out["scored_through"])
-    return out[out["written_at"] < pd.Timestamp(now) - grace].reset_index(drop=True)
+    now = pd.Timestamp(now)
+    return out[out["written_at"].between(now - lookback, now - grace, inclusive="left")].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -85,10 +96,12 @@ def _written_at(spark: SparkSession, settings: Settings, due: pd.DataFrame) -> p
     keys = due[["symbol", "scored_through"]].drop_duplicates()
     if keys.empty:
         return pd.DataFrame(columns=["symbol", "scored_through", "written_at"])
-    wanted = F.lit(False)
-    for symbol, minute in keys.itertuples(index=False):
-        wanted = wanted | ((F.col("symbol") == symbol) & (F.col("open_time") == F.lit(minute.to_pydatetime())))
+    wanted = spark.createDataFrame(
+        keys.rename(columns={"scored_through": "open_time"}), "symbol string, open_time timestamp"
+    )
     days = sorted({t.date() for t in keys["scored_through"]})
-    scores = read_table(spark, settings, GOLD_SCORES).filter(F.col("open_date").isin(days)).filter(wanted)
-    rows = scores.select("symbol", F.col("open_time").alias("scored_through"), F.col("detected_at").alias("written_at"))
-    return to_pandas(rows)
+    scores = read_table(spark, settings, GOLD_SCORES).filter(F.col("open_date").isin(days))  # partitions pruned
+    rows = scores.join(F.broadcast(wanted), ["symbol", "open_time"])
+    return to_pandas(
+        rows.select("symbol", F.col("open_time").alias("scored_through"), F.col("detected_at").alias("written_at"))
+    )

@@ -8,6 +8,7 @@ from expectations.suites import (
     ALERT_STATUSES,
     CONFIDENCES,
     INCIDENT_STATUSES,
+    SCOPES,
     alerts_suite,
     incidents_suite,
     market_incidents_suite,
@@ -18,6 +19,7 @@ from expectations.suites import (
 from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS, GOLD_THRESHOLDS, SILVER_CANDLES
 from pipelines.alerts.sinks import DEAD_LETTER, DELIVERED
 from pipelines.detection.incidents import CLOSED, OPEN
+from pipelines.detection.market import MARKET, OWN
 from pipelines.detection.maths import CONFIDENCE, THRESHOLD_COLUMNS, DetectionConfig
 from pipelines.layers.gold import thresholds_rows
 
@@ -188,4 +190,5 @@ def test_alerts_contract_wants_one_row_per_alert_and_sink_and_an_error_for_each_
 def test_the_contracts_allowed_values_are_the_writers():
     assert set(CONFIDENCES) == {c for c in CONFIDENCE.values() if c}
     assert set(INCIDENT_STATUSES) == {OPEN, CLOSED}
+    assert set(SCOPES) == {OWN, MARKET}
     assert set(ALERT_STATUSES) == {DELIVERED, DEAD_LETTER}

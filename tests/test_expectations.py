@@ -19,9 +19,11 @@ from expectations.suites import (
 from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS, GOLD_THRESHOLDS, SILVER_CANDLES
 from pipelines.alerts.sinks import DEAD_LETTER, DELIVERED
 from pipelines.detection.incidents import CLOSED, OPEN
-from pipelines.detection.market import MARKET, OWN
+from pipelines.detection.market import MARKET, OWN, MarketConfig, MarketTracker
 from pipelines.detection.maths import CONFIDENCE, THRESHOLD_COLUMNS, DetectionConfig
 from pipelines.layers.gold import thresholds_rows
+from tests.test_incidents import crash_day as crash_day  # a fixture
+from tests.test_market import fold
 
 T0 = datetime(2025, 2, 3)
 
@@ -185,6 +187,19 @@ def test_alerts_contract_wants_one_row_per_alert_and_sink_and_an_error_for_each_
     for rule, rows in broken.items():
         failed = failures(spark, GOLD_ALERTS, alerts_suite(), *rows)
         assert any(rule in f for f in failed), (rule, failed)
+
+
+def test_the_crash_days_incidents_folded_as_the_stream_does_keep_their_contracts(spark, crash_day):
+    day = crash_day[crash_day["open_time"] >= "2025-02-03"]
+    quarters = day["open_time"].dt.floor("15min")
+    incidents, market = fold([day[quarters == q] for q in sorted(quarters.unique())], MarketTracker(MarketConfig()))
+    assert len(incidents) > 2 and len(market) >= 1
+    for table, rows, suite in (
+        (GOLD_INCIDENTS, incidents, incidents_suite),
+        (GOLD_MARKET_INCIDENTS, market, market_incidents_suite),
+    ):
+        result = validate(spark.createDataFrame(rows[table.columns], table.schema), suite())
+        assert result.success, result.failed
 
 
 def test_the_contracts_allowed_values_are_the_writers():

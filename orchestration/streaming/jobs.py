@@ -1,5 +1,6 @@
 """The two long-running runs, each launched and kept alive by a supervisor sensor: the stream
-(Kafka -> bronze/silver/gold) and the producer (Binance live, or a replay of one day of the archive -> Kafka)."""
+(Kafka -> bronze/silver/gold) and the producer (Binance live, or a replay of one day of the archive -> Kafka);
+and the checks of the stream's gold tables, as a job of their own."""
 
 import threading
 from dataclasses import asdict
@@ -8,8 +9,10 @@ from datetime import date
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
+from lakehouse.services.dagster import SPARK_BATCH_TAG
 from lakehouse.settings import Settings
 from orchestration.resources import lakehouse_session
+from orchestration.streaming.assets import ALERTS_KEY, INCIDENTS_KEY, MARKET_INCIDENTS_KEY
 from orchestration.supervision import LONG_RUNNING_TAG, heartbeat
 from pipelines.ingestion.live import LiveStats, produce_live
 from pipelines.ingestion.replay import replay_day
@@ -17,6 +20,13 @@ from pipelines.streaming.batch import StreamCounters
 from pipelines.streaming.query import run_supervised
 
 LONG_RUNNING = {LONG_RUNNING_TAG: "true"}
+
+CHECK_STREAM_TABLES_JOB = dg.define_asset_job(
+    "check_stream_tables_job",
+    selection=dg.AssetSelection.checks_for_assets(INCIDENTS_KEY, MARKET_INCIDENTS_KEY, ALERTS_KEY),
+    description="Check the incidents', market incidents' and alerts' contracts, and that no alert is overdue.",
+    tags={SPARK_BATCH_TAG: "batch"},  # queued one at a time with the other Spark batch runs (dagster.yaml)
+)
 
 
 def build_jobs(settings: Settings) -> tuple[dg.JobDefinition, dg.JobDefinition]:

@@ -73,6 +73,9 @@ def test_a_symbol_moving_with_the_market_is_marked_so_and_one_against_a_calm_mar
         "C": {"scope": OWN, "market_incident_id": None},
     }
     assert symbols["market_change"].notna().all()
+    # A symbol scored alone has no market to compare with.
+    (alone,) = period_incidents(minutes("A", {0: 0, 1: 2, 2: 0}), CONFIG)[0]["market_change"]
+    assert np.isnan(alone)
     # One market alert for A and B; C's own.
     alerts = alerts_of(symbols, cooldown_minutes=0, market=market)
     assert [(a.symbol, a.incident_id) for a in alerts] == [("MARKET", "MARKET-20240101T0003"), ("C", "C-20240101T0012")]

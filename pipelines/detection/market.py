@@ -109,7 +109,7 @@ def mark(incidents: pd.DataFrame, minutes: pd.DataFrame, market: pd.DataFrame, c
     """Symbol incidents (gold.incidents rows) with scope, market_incident_id and market_change from the cross-section
     minutes and the market incidents over them. An incident keeps the first market incident it was marked with (the
     evidence may have left the minutes, and a long one can meet two); the market's change is over the minutes the
-    cross-section holds of its span."""
+    cross-section holds of its span with at least min_symbols scored (none: unknown)."""
     out = incidents.copy()
     market_minutes = minutes.loc[minutes["is_market"], ["open_time", "movers"]].explode("movers")
     market_minutes = market_minutes.rename(columns={"movers": "symbol"})
@@ -134,7 +134,8 @@ def mark(incidents: pd.DataFrame, minutes: pd.DataFrame, market: pd.DataFrame, c
         ]
         first = mine["market_incident_id"].iloc[0] if len(mine) else None
         ids.append(row.market_incident_id if pd.notna(row.market_incident_id) else first)  # the first one it met
-        over = minutes[(minutes["open_time"] >= row.start) & (minutes["open_time"] <= row.last_minute)]
+        span = (minutes["open_time"] >= row.start) & (minutes["open_time"] <= row.last_minute)
+        over = minutes[span & (minutes["active"] >= config.min_symbols)]  # alone, a symbol is no market
         changes.append(float(np.expm1(over["market_log_ret"].sum())) if len(over) else row.market_change)
     out["market_incident_id"] = pd.Series(ids, index=out.index, dtype="object").where(pd.notna, None)
     out["scope"] = np.where(out["market_incident_id"].notna(), MARKET, OWN)

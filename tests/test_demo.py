@@ -28,7 +28,7 @@ def test_the_demo_finds_the_crash_and_a_rerun_finds_the_same(spark, settings):
     assert any("re-scoring 2025-02-03: removed its 2880 gold rows" in line for line in said)
     # The crash is one market incident of both symbols, HIGH at 01:54, the second run as the first.
     crash = r"MARKET-20250203T0131\s+FILUSDT,NEARUSDT\s+HIGH\s+2025-02-03 01:54"
-    assert any(re.search(crash, line) for line in said), said
+    assert any(re.search(crash, line) for line in said), "\n".join(said)
     columns = ["symbol", "open_time", "votes", "confidence", "reasons", "thresholds_version"]
     assert (again["thresholds_version"] > first["thresholds_version"].max()).all()  # scored with the new version
     columns.remove("thresholds_version")

@@ -109,6 +109,9 @@ def test_the_tracker_batch_by_batch_agrees_with_the_whole_period_and_a_replay_ch
     assert folded[columns].values.tolist() == symbols.sort_values(["symbol", "start"])[columns].values.tolist()
     assert folded_market.drop(columns="scored_through").equals(market.drop(columns="scored_through"))
     assert tracker.update(day[hours == hours.max()], NONE).empty  # the last batch again
+    # The whole day in one batch (a fast replay): the same market incidents.
+    _, at_once = fold([day], MarketTracker(config))
+    assert at_once.drop(columns="scored_through").equals(market.drop(columns="scored_through"))
 
 
 def test_on_the_crash_day_both_symbols_fall_with_the_market_and_are_told_once(crash_day):

@@ -157,10 +157,11 @@ CROSS_SECTION_COLUMNS = ["symbol", "open_time", "votes", "log_ret"]
 class MarketTracker:
     """The stream's market incidents, micro-batch by micro-batch. Pure: the stream loads it and writes what it returns.
 
-    It keeps the scored minutes (CROSS_SECTION_COLUMNS) since `since`: at least keep_minutes back, and back to the
-    start of every open incident (market or a symbol's), plus one window and one gap before, so an open incident is
-    recomputed whole at each batch and a minute's late candles still count. Market incidents that start in that
-    margin may be cut short, so only the open ones (known to start later) and those starting after it are written.
+    It keeps the scored minutes (CROSS_SECTION_COLUMNS) since `since`: at least keep_minutes back, every minute of
+    the batch, and back to the start of every open incident (market or a symbol's), plus one window and one gap
+    before, so an open incident is recomputed whole at each batch and a minute's late candles still count. Market
+    incidents that start in that margin may be cut short, so only the open ones (known to start later) and those
+    starting after it are written.
     """
 
     def __init__(self, config: MarketConfig, keep_minutes: int = 120, max_minutes: int = 1440) -> None:
@@ -171,11 +172,13 @@ class MarketTracker:
         self.known = pd.DataFrame(columns=GOLD_MARKET_INCIDENTS.columns)  # written rows still in the tail
         self.minutes = cross_section(self.tail, config)
 
-    def since(self, newest: pd.Timestamp, open_starts: Iterable[pd.Timestamp]) -> pd.Timestamp:
-        """Where the tail starts, given the newest scored minute and the starts of open incidents."""
-        earliest = min([newest - pd.Timedelta(minutes=self.keep_minutes), *map(pd.Timestamp, open_starts)])
-        margin = pd.Timedelta(minutes=self.config.window_minutes + self.config.gap_minutes)
-        return max(earliest - margin, newest - pd.Timedelta(minutes=self.max_minutes))
+    def since(self, scored: pd.Series, open_starts: Iterable[pd.Timestamp]) -> pd.Timestamp:
+        """Where the tail starts, given the minutes being scored (all of them are kept, however many: a replay can
+        bring a day in one batch) and the starts of open incidents (those of the last max_minutes)."""
+        newest = scored.max()
+        starts = [s for s in map(pd.Timestamp, open_starts) if s >= newest - pd.Timedelta(minutes=self.max_minutes)]
+        earliest = min([newest - pd.Timedelta(minutes=self.keep_minutes), scored.min(), *starts])
+        return earliest - pd.Timedelta(minutes=self.config.window_minutes + self.config.gap_minutes)
 
     def load(self, tail: pd.DataFrame, known: pd.DataFrame) -> None:
         """After a start or a failed batch: scored minutes since `since` and the market incidents written."""
@@ -191,7 +194,7 @@ class MarketTracker:
         newest = tail["open_time"].max()
         still_open = self.known.loc[self.known["status"] == OPEN]
         recent = open_incidents["last_minute"] >= newest - pd.Timedelta(minutes=self.keep_minutes)
-        first = self.since(newest, [*open_incidents.loc[recent, "start"], *still_open["start"]])
+        first = self.since(scored["open_time"], [*open_incidents.loc[recent, "start"], *still_open["start"]])
         self.tail = tail[tail["open_time"] >= first]
         self.minutes = cross_section(self.tail, config)
         found = market_incidents(self.minutes, config)

@@ -327,7 +327,7 @@ def _load_incidents(spark: SparkSession, settings: Settings, gold: pd.DataFrame,
     market = to_pandas(read_table(spark, settings, GOLD_MARKET_INCIDENTS))
     state.incidents = latest_incidents(table)
     open_starts = [t for rows in (state.incidents, market) for t in rows.loc[rows["status"] == OPEN, "start"]]
-    first = state.market.since(gold["open_time"].max(), open_starts)
+    first = state.market.since(gold["open_time"], open_starts)
     tail = to_pandas(read_range(spark, settings, GOLD_SCORES, first=first, columns=CROSS_SECTION_COLUMNS))
     state.market.load(tail, market[market["last_minute"] >= first])
     state.alerting.load(spark, table, market)

@@ -159,4 +159,6 @@ def incident_rows(merged: pd.DataFrame) -> pd.DataFrame:
     out["peak_confidence"] = out["peak_votes"].map(CONFIDENCE).astype("object")
     out["price_change"] = out["close_price"] / out["open_price"] - 1
     out["thresholds_version"] = pd.to_numeric(out["thresholds_version"], errors="coerce").astype("Int64")
+    if "scope" not in out:  # the market detection sets it; until it has, an incident is the symbol's own
+        out = out.assign(scope="own", market_incident_id=None, market_change=float("nan"))
     return out[GOLD_INCIDENTS.columns]

@@ -95,6 +95,10 @@ def sql(superset: Superset, query: str) -> list[dict]:
     return api.call("POST", "sqllab/execute/", {"database_id": db, "sql": query})["data"]
 
 
+# No market incidents in the seed yet: its stand-in (marketlake/seed.py, period_incidents) leaves them empty.
+EMPTY_IN_SEED = frozenset({"market_incidents"})
+
+
 @dataclasses.dataclass
 class Opened:
     """What the browser saw of each dashboard, by slug: the chart-data answers it received per chart id (every one,
@@ -102,6 +106,15 @@ class Opened:
 
     answers: dict[str, dict[int, list[dict]]] = dataclasses.field(default_factory=dict)
     rows: dict[str, list[list[str]]] = dataclasses.field(default_factory=dict)
+
+    def first(self, charts: dict[str, int]) -> dict[str, dict]:
+        """Chart key -> the first answer for that chart (`charts`: key -> id), on the first dashboard listing it."""
+        first = {}
+        for slug, dash in reversed(load_content()["dashboards"].items()):
+            first |= {
+                key: self.answers[slug][charts[key]][0] for key in dash["charts"] if charts[key] in self.answers[slug]
+            }
+        return first
 
 
 def open_dashboards(
@@ -176,13 +189,10 @@ def test_dashboards_render_in_chromium(superset: Superset) -> None:
     content = load_content()
     api = superset.api()
     charts = {key: api.find("chart", slice_name=chart["title"]) for key, chart in content["charts"].items()}
-    # No market incidents in the seed yet: its stand-in (marketlake/seed.py, period_incidents) leaves them empty.
-    opened = open_dashboards(superset, list(content["dashboards"]), may_be_empty=frozenset({"market_incidents"}))
-    first = {}  # chart key -> the first answer the browser received for it, on the dashboard that lists it first
-    for slug, dash in reversed(content["dashboards"].items()):
-        first |= {key: opened.answers[slug][charts[key]][0] for key in dash["charts"]}
+    opened = open_dashboards(superset, list(content["dashboards"]), may_be_empty=EMPTY_IN_SEED)
+    first = opened.first(charts)
     assert set(first) == set(charts), "every chart asked for its data"
-    assert all(first[k]["result"][0]["rowcount"] > 0 for k in charts if k != "market_incidents"), "a chart had no rows"
+    assert all(first[k]["result"][0]["rowcount"] > 0 for k in charts if k not in EMPTY_IN_SEED), "a chart had no rows"
 
     # Anomalies over time: one bar per day with anomalies, not hairlines on a 2022-2025 time axis.
     days = sql(superset, "SELECT COUNT(DISTINCT open_date) AS n FROM gold.anomalies")[0]["n"]
@@ -192,10 +202,14 @@ def test_dashboards_render_in_chromium(superset: Superset) -> None:
     # that symbol's only: without the filter they would span every symbol's minutes, hours, incidents.
     drill = opened.answers["marketlake-symbol"]
     symbols = [r["symbol"] for r in sql(superset, "SELECT DISTINCT symbol FROM gold.scores ORDER BY symbol")]
-    per = "SELECT COUNT(DISTINCT date_trunc('{grain}', open_time)) AS n FROM gold.scores"
-    for grain, key in (("minute", "price_markers"), ("hour", "window_volatility")):
-        mine = sql(superset, per.format(grain=grain) + f" WHERE symbol = '{symbols[0]}'")[0]["n"]
-        assert len(symbols) > 1 and mine < sql(superset, per.format(grain=grain))[0]["n"]
+    per = "SELECT COUNT(DISTINCT date_trunc('{grain}', open_time)) AS n FROM ({rows}) r"
+    recent = content["datasets"]["recent_scores"]["sql"]
+    for grain, rows, key in (
+        ("minute", recent, "price_markers"),
+        ("hour", "SELECT * FROM gold.scores", "window_volatility"),
+    ):
+        mine = sql(superset, per.format(grain=grain, rows=rows) + f" WHERE symbol = '{symbols[0]}'")[0]["n"]
+        assert len(symbols) > 1 and mine < sql(superset, per.format(grain=grain, rows=rows))[0]["n"]
         answer = drill[charts[key]][0]
         assert {"col": "symbol", "op": "IN", "val": [symbols[0]]} in answer["queries"][0]["filters"], key
         assert answer["result"][0]["rowcount"] == mine, f"{key} is not narrowed to {symbols[0]}"
@@ -208,7 +222,7 @@ def test_dashboards_render_in_chromium(superset: Superset) -> None:
     assert price["form_data"]["seriesType"] == "line" and price["form_data"]["seriesTypeB"] == "scatter"
     line = {row["open_time"]: row["close"] for row in price["result"][0]["data"]}
     markers = {row["open_time"]: row["anomaly minute"] for row in price["result"][1]["data"]}
-    anomalies = sql(superset, f"SELECT COUNT(*) AS n FROM gold.scores WHERE is_anomaly AND symbol = '{symbols[0]}'")
+    anomalies = sql(superset, f"SELECT COUNT(*) AS n FROM ({recent}) r WHERE is_anomaly AND symbol = '{symbols[0]}'")
     assert len(markers) == anomalies[0]["n"] > 0
     assert all(line[t] == close for t, close in markers.items()), "a marker is off the price line"
 
@@ -223,15 +237,15 @@ def test_incidents_dashboard_shows_the_crash(superset: Superset) -> None:
     for live in (slug, "marketlake-latest", "marketlake-symbol"):
         metadata = json.loads(api.call("GET", f"dashboard/{live}")["result"]["json_metadata"])
         assert metadata["refresh_frequency"] == content["dashboards"][live]["refresh"] <= 30, live
-    opened = open_dashboards(superset, [slug], may_be_empty=frozenset({"market_incidents"}), linger_s=refresh + 5)
+    opened = open_dashboards(superset, [slug], may_be_empty=EMPTY_IN_SEED, linger_s=refresh + 5)
     table = opened.rows[slug][content["dashboards"][slug]["charts"].index("incidents")]
     for symbol, change, z in (("FILUSDT", "13.0%", "15.6"), ("NEARUSDT", "11.2%", "17.6")):
         crash = [r for r in table if r.startswith(symbol) and "2025-02-03 01:31" in r]
         assert len(crash) == 1, f"no {symbol} crash incident in {table[:5]}"
-        # Context: confidence, closed, the price change as % (d3 writes a minus sign) and peak |z| to one decimal.
-        cells = crash[0].split("\t")
-        assert {"HIGH", "closed", z} <= set(cells) and f"\u2212{change}" in cells, cells
-    statuses = [row.split("\t")[3] for row in table]
+        # Context: closed, confidence, the price change as % and peak |z| to one decimal.
+        cells = [cell.strip() for cell in crash[0].split("\t")]
+        assert {"closed", "HIGH", f"-{change}", z} <= set(cells), cells
+    statuses = [row.split("\t")[3].strip() for row in table]
     assert statuses == sorted(statuses, key=lambda s: s != "open") and "open" in statuses
     refreshed = [a for a in opened.answers[slug].values() if len(a) > 1]
     assert len(refreshed) == len(content["dashboards"][slug]["charts"]), "no automatic refresh while open"

@@ -91,6 +91,12 @@ class Settings:
     alerts_on_close: bool = False
     alerts_cooldown_minutes: int = 0
 
+    # Market incidents (pipelines/detection/market): a minute is a market minute when at least market_min_symbols,
+    # and market_min_share of the symbols scored in it, had a confirmed minute in the market_window_minutes to it.
+    market_window_minutes: int = 5
+    market_min_symbols: int = 2
+    market_min_share: float = 0.3
+
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
         if not self.lakehouse_root:

@@ -20,7 +20,7 @@ from lakehouse.tables import (
     by_name,
 )
 from pipelines.detection.backtest import run_backtest
-from pipelines.detection.incidents import advance
+from pipelines.detection.market import MarketConfig, period_incidents
 from pipelines.detection.maths import DetectionConfig
 from pipelines.ingestion.archives import read_frame
 from pipelines.layers.gold import thresholds_rows
@@ -54,7 +54,7 @@ def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.Da
             "quarantined_at": now,
         }
     )
-    incidents, market_incidents = period_incidents(result.scores)
+    incidents, market_incidents = period_incidents(result.scores, MarketConfig())
     return {
         GOLD_SCORES.name: result.scores[GOLD_SCORES.columns],
         GOLD_THRESHOLDS.name: thresholds,
@@ -62,16 +62,6 @@ def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.Da
         GOLD_MARKET_INCIDENTS.name: market_incidents,
         SILVER_QUARANTINE.name: quarantine[SILVER_QUARANTINE.columns],
     }
-
-
-def period_incidents(scores: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """gold.incidents and gold.market_incidents rows of a whole scored period, as the stream would have left them.
-
-    Stand-in for pipelines.detection.market.period_incidents: the symbols' incidents folded from nothing, each the
-    symbol's own; no market incidents.
-    """
-    incidents = advance(pd.DataFrame(columns=GOLD_INCIDENTS.columns), scores)
-    return incidents, pd.DataFrame(columns=GOLD_MARKET_INCIDENTS.columns)
 
 
 def write_tables(spark: SparkSession, settings: Settings, frames: dict[str, pd.DataFrame]) -> None:

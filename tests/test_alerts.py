@@ -10,13 +10,15 @@ import pytest
 
 from lakehouse.services.process import free_port
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_ALERTS
+from lakehouse.tables import GOLD_ALERTS, GOLD_MARKET_INCIDENTS
 from pipelines.alerts.dispatch import delivery_rows, last_written, pending
 from pipelines.alerts.events import ESCALATED, OPENED, Alert, alerts_of, describe
 from pipelines.alerts.sinks import DEAD_LETTER, DELIVERED, KafkaSink, WebhookSink, configured_sinks, deliver
 from pipelines.detection.incidents import advance
 from pipelines.ingestion.binance_rest import Backoff
 from tests.test_incidents import NONE, at, quiet, scored
+
+NO_MARKET = pd.DataFrame(columns=GOLD_MARKET_INCIDENTS.columns)
 
 
 def incident(votes: dict[int, int], then: dict[int, int] | None = None) -> pd.DataFrame:
@@ -175,17 +177,19 @@ def test_the_streams_alerting_sends_each_alert_once_per_sink_and_records_every_o
     alerting.sinks, alerting.backoff = [good, down], Backoff(initial_s=0.001)
 
     opened = incident({0: 2})
-    first = alerting.run(None, opened)
+    first = alerting.run(None, opened, NO_MARKET)
     outcomes = [(d.sink, d.alert.kind, d.status) for d in first]
     assert outcomes == [("flaky", OPENED, DELIVERED), ("down", OPENED, DEAD_LETTER)]
     assert merged[-1][["sink", "status"]].values.tolist() == [["flaky", DELIVERED], ["down", DEAD_LETTER]]
     grown = advance(opened, scored("A", {1: 3}), 5)
-    second = alerting.run(None, grown)  # the opened alert is recorded for both sinks: only the escalation goes
+    second = alerting.run(
+        None, grown, NO_MARKET
+    )  # the opened alert is recorded for both sinks: only the escalation goes
     assert [(d.sink, d.alert.kind) for d in second] == [("flaky", ESCALATED), ("down", ESCALATED)]
-    assert alerting.run(None, grown) == [] and len(merged) == 2  # nothing twice, nothing recorded twice
+    assert alerting.run(None, grown, NO_MARKET) == [] and len(merged) == 2  # nothing twice, nothing recorded twice
     assert good.sent == 2
 
     # A restart that finds the opened alert recorded for one sink only (a crash between two sends and the record).
     alerting.recorded = {("A-20240101T0000:opened", "flaky")}
     alerting.unsent = last_written(opened)
-    assert [(d.sink, d.alert.kind) for d in alerting.run(None, opened.iloc[:0])] == [("down", OPENED)]
+    assert [(d.sink, d.alert.kind) for d in alerting.run(None, opened.iloc[:0], NO_MARKET)] == [("down", OPENED)]

@@ -95,10 +95,6 @@ def sql(superset: Superset, query: str) -> list[dict]:
     return api.call("POST", "sqllab/execute/", {"database_id": db, "sql": query})["data"]
 
 
-# No market incidents in the seed yet: its stand-in (marketlake/seed.py, period_incidents) leaves them empty.
-EMPTY_IN_SEED = frozenset({"market_incidents"})
-
-
 @dataclasses.dataclass
 class Opened:
     """What the browser saw of each dashboard, by slug: the chart-data answers it received per chart id (every one,
@@ -122,12 +118,11 @@ def open_dashboards(
     slugs: list[str],
     user: str = ADMIN,
     password: str = "",
-    may_be_empty: frozenset[str] = frozenset(),
     linger_s: float = 0,
 ) -> Opened:
     """Open each dashboard in headless Chromium as `user` (the admin by default), wait for its charts, screenshot
-    it, demand that every chart (but those in `may_be_empty`, by key) rendered data, then keep it open `linger_s`
-    seconds (long enough for an automatic refresh)."""
+    it, demand that every chart rendered data, then keep it open `linger_s` seconds (long enough for an automatic
+    refresh)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (make chromium)")
@@ -171,9 +166,7 @@ def open_dashboards(
                        !!c.querySelector('canvas, table tbody tr') && !c.querySelector('[role=alert]')
                        && !c.innerText.includes('No results'))"""
             )
-            keys = content["dashboards"][slug]["charts"]
-            assert len(rendered) == len(keys), f"{slug}: {len(rendered)} charts on the page, {len(keys)} provisioned"
-            assert all(ok or key in may_be_empty for ok, key in zip(rendered, keys, strict=True)), (
+            assert rendered == [True] * len(content["dashboards"][slug]["charts"]), (
                 f"{slug}: a chart shows no data or an error (see {ARTIFACTS}/{user}-{slug}.png)"
             )
             seen.rows[slug] = page.evaluate(
@@ -189,10 +182,10 @@ def test_dashboards_render_in_chromium(superset: Superset) -> None:
     content = load_content()
     api = superset.api()
     charts = {key: api.find("chart", slice_name=chart["title"]) for key, chart in content["charts"].items()}
-    opened = open_dashboards(superset, list(content["dashboards"]), may_be_empty=EMPTY_IN_SEED)
+    opened = open_dashboards(superset, list(content["dashboards"]))
     first = opened.first(charts)
     assert set(first) == set(charts), "every chart asked for its data"
-    assert all(first[k]["result"][0]["rowcount"] > 0 for k in charts if k not in EMPTY_IN_SEED), "a chart had no rows"
+    assert all(first[k]["result"][0]["rowcount"] > 0 for k in charts), "a chart's query returned no rows"
 
     # Anomalies over time: one bar per day with anomalies, not hairlines on a 2022-2025 time axis.
     days = sql(superset, "SELECT COUNT(DISTINCT open_date) AS n FROM gold.anomalies")[0]["n"]
@@ -237,14 +230,17 @@ def test_incidents_dashboard_shows_the_crash(superset: Superset) -> None:
     for live in (slug, "marketlake-latest", "marketlake-symbol"):
         metadata = json.loads(api.call("GET", f"dashboard/{live}")["result"]["json_metadata"])
         assert metadata["refresh_frequency"] == content["dashboards"][live]["refresh"] <= 30, live
-    opened = open_dashboards(superset, [slug], may_be_empty=EMPTY_IN_SEED, linger_s=refresh + 5)
+    opened = open_dashboards(superset, [slug], linger_s=refresh + 5)
     table = opened.rows[slug][content["dashboards"][slug]["charts"].index("incidents")]
     for symbol, change, z in (("FILUSDT", "13.0%", "15.6"), ("NEARUSDT", "11.2%", "17.6")):
         crash = [r for r in table if r.startswith(symbol) and "2025-02-03 01:31" in r]
         assert len(crash) == 1, f"no {symbol} crash incident in {table[:5]}"
-        # Context: closed, confidence, the price change as % and peak |z| to one decimal.
+        # Context: closed, confidence, the price change as % and peak |z| to one decimal, a move with the market.
         cells = [cell.strip() for cell in crash[0].split("\t")]
-        assert {"closed", "HIGH", f"-{change}", z} <= set(cells), cells
+        assert {"closed", "HIGH", f"-{change}", z, "market"} <= set(cells), cells
+    # And the market incident they were part of, once, with both symbols.
+    market = opened.rows[slug][content["dashboards"][slug]["charts"].index("market_incidents")]
+    assert [r for r in market if r.startswith("2025-02-03 01:31") and "FILUSDT,NEARUSDT" in r], market[:5]
     statuses = [row.split("\t")[3].strip() for row in table]
     assert statuses == sorted(statuses, key=lambda s: s != "open") and "open" in statuses
     refreshed = [a for a in opened.answers[slug].values() if len(a) > 1]

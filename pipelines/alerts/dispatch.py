@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.delta_io import as_spark, merge_into, read_table, to_pandas
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS
+from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS
 from pipelines.alerts.events import Alert, alerts_of
 from pipelines.alerts.sinks import DELIVERED, Delivery, Sink, configured_sinks, deliver
 from pipelines.ingestion.binance_rest import Backoff
@@ -64,9 +64,18 @@ def delivery_rows(deliveries: Sequence[Delivery], delivered_at: datetime) -> pd.
 
 
 def last_written(incidents: pd.DataFrame) -> pd.DataFrame:
-    """Each symbol's incidents of its last write (gold.incidents rows sharing the symbol's newest scored_through)."""
+    """Each symbol's incidents of its last write (gold.incidents rows sharing the symbol's newest scored_through);
+    for gold.market_incidents rows (no symbol), those of the last write."""
+    if "symbol" not in incidents:
+        return incidents[incidents["scored_through"] == incidents["scored_through"].max()]
     newest = incidents.groupby("symbol")["scored_through"].transform("max")
     return incidents[incidents["scored_through"] == newest]
+
+
+def _newest(*frames: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of frames (same columns), the last one of each key."""
+    rows = pd.concat([f for f in frames if not f.empty] or [frames[-1]])
+    return rows.drop_duplicates(key, keep="last")
 
 
 class Alerting:
@@ -76,25 +85,31 @@ class Alerting:
         self.settings = settings
         self.sinks = configured_sinks(settings)
         self.backoff = Backoff(initial_s=settings.alerts_backoff_s)
-        self.unsent = pd.DataFrame(columns=GOLD_INCIDENTS.columns)  # incidents whose alerts may not all be sent
+        # Incidents whose alerts may not all be sent: a symbol's and the market's.
+        self.unsent = pd.DataFrame(columns=GOLD_INCIDENTS.columns)
+        self.unsent_market = pd.DataFrame(columns=GOLD_MARKET_INCIDENTS.columns)
         self.recorded: set[tuple[str, str]] = set()  # (alert_id, sink) in gold.alerts
 
-    def load(self, spark: SparkSession, incidents: pd.DataFrame) -> None:
-        """From the tables: `incidents` is gold.incidents (whole)."""
-        self.unsent = last_written(incidents)
+    def load(self, spark: SparkSession, incidents: pd.DataFrame, market: pd.DataFrame) -> None:
+        """From the tables: gold.incidents and gold.market_incidents (whole)."""
+        self.unsent, self.unsent_market = last_written(incidents), last_written(market)
         self.recorded = set()
-        if self.sinks and not self.unsent.empty:
-            ids = self.unsent["incident_id"].tolist()
+        ids = self.unsent["incident_id"].tolist() + self.unsent_market["market_incident_id"].tolist()
+        if self.sinks and ids:
             rows = read_table(spark, self.settings, GOLD_ALERTS).filter(F.col("incident_id").isin(ids))
             self.recorded = set(to_pandas(rows.select("alert_id", "sink")).itertuples(index=False, name=None))
 
-    def run(self, spark: SparkSession, changed: pd.DataFrame) -> list[Delivery]:
-        """Send the alerts of the unsent and `changed` incidents (gold.incidents rows just merged) that no sink has
-        recorded, and record every outcome."""
-        candidates = pd.concat([t for t in (self.unsent, changed) if not t.empty] or [changed])
-        candidates = candidates.drop_duplicates("incident_id", keep="last")
+    @property
+    def pending_incidents(self) -> bool:
+        return not (self.unsent.empty and self.unsent_market.empty)
+
+    def run(self, spark: SparkSession, changed: pd.DataFrame, changed_market: pd.DataFrame) -> list[Delivery]:
+        """Send the alerts of the unsent and changed incidents (rows of gold.incidents and gold.market_incidents
+        just merged) that no sink has recorded, and record every outcome."""
+        candidates = _newest(self.unsent, changed, key="incident_id")
+        market = _newest(self.unsent_market, changed_market, key="market_incident_id")
         settings = self.settings
-        alerts = alerts_of(candidates, settings.alerts_cooldown_minutes, settings.alerts_on_close)
+        alerts = alerts_of(candidates, settings.alerts_cooldown_minutes, settings.alerts_on_close, market)
         deliveries = [
             deliver(sink, alert, settings.alerts_attempts, self.backoff)
             for sink, alert in pending(alerts, self.sinks, self.recorded)
@@ -109,7 +124,7 @@ class Alerting:
                     "alert %s -> %s: %s after %d attempt(s)%s", d.alert.alert_id, d.sink, d.status, d.attempts,
                     f": {d.error}" if d.error else "",
                 )  # fmt: skip
-        self.unsent = candidates.iloc[:0]
+        self.unsent, self.unsent_market = candidates.iloc[:0], market.iloc[:0]
         return deliveries
 
     def close(self) -> None:

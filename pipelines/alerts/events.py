@@ -5,6 +5,8 @@ An incident implies an `opened` alert, an `escalated` one when it reached HIGH a
 id is the incident's id and the kind, so replays and restarts imply the same alerts with the same ids.
 Cool-down: an incident that starts within `cooldown_minutes` of its symbol's previous incident is part of a storm;
 it gets no opened or closed alert, only its escalation (a move to HIGH is always news).
+A market incident (pipelines.detection.market) implies the same kinds of alert, one for all its symbols, keyed
+MARKET; a symbol's incident marked as moving with the market implies none of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 import pandas as pd
 
 from pipelines.detection.incidents import CLOSED
+from pipelines.detection.market import MARKET, MARKET_SYMBOL
 from pipelines.detection.maths import CONFIDENCE
 
 OPENED, ESCALATED, CLOSED_KIND, TEST = "opened", "escalated", "closed", "test"
@@ -40,43 +43,74 @@ def alert_id(incident_id: str, kind: str) -> str:
     return f"{incident_id}:{kind}"
 
 
-def alerts_of(incidents: pd.DataFrame, cooldown_minutes: int, on_close: bool = False) -> list[Alert]:
-    """Every alert the incidents (gold.incidents rows) imply, in order of incident start and kind."""
+def alerts_of(
+    incidents: pd.DataFrame, cooldown_minutes: int, on_close: bool = False, market: pd.DataFrame | None = None
+) -> list[Alert]:
+    """Every alert the incidents imply (gold.incidents rows; gold.market_incidents rows as `market`), in order of
+    incident start and kind. A symbol's incident with the market (scope `market`) has none of its own: the market
+    incident's alerts name its symbols."""
+    own = incidents[incidents["scope"] != MARKET]
+    events = [(row, row.incident_id, row.symbol, _storm(row, cooldown_minutes)) for row in own.itertuples(index=False)]
+    if market is not None:
+        events += [(row, row.market_incident_id, MARKET_SYMBOL, False) for row in market.itertuples(index=False)]
     out = []
-    for row in incidents.sort_values(["start", "symbol"], kind="stable").itertuples(index=False):
-        storm = pd.notna(row.previous_last_minute) and (
-            row.start - row.previous_last_minute <= pd.Timedelta(minutes=cooldown_minutes)
-        )
+    for row, incident, symbol, storm in sorted(events, key=lambda e: (e[0].start, e[2])):
         escalated = row.peak_confidence == HIGH and row.peak_time > row.start
         kinds = {
             OPENED: (not storm, "MEDIUM" if escalated else row.peak_confidence),
             ESCALATED: (escalated, HIGH),
             CLOSED_KIND: (on_close and not storm and row.status == CLOSED, row.peak_confidence),
         }
-        out += [_alert(row, kind, confidence) for kind, (wanted, confidence) in kinds.items() if wanted]
+        out += [
+            _alert(row, incident, symbol, kind, confidence) for kind, (wanted, confidence) in kinds.items() if wanted
+        ]
     return out
 
 
-def _alert(incident, kind: str, confidence: str) -> Alert:
-    key = alert_id(incident.incident_id, kind)
+def _storm(incident, cooldown_minutes: int) -> bool:
+    """Whether a symbol's incident starts within the cool-down of its previous one."""
+    return pd.notna(incident.previous_last_minute) and (
+        incident.start - incident.previous_last_minute <= pd.Timedelta(minutes=cooldown_minutes)
+    )
+
+
+def _alert(incident, incident_key: str, symbol: str, kind: str, confidence: str) -> Alert:
+    key = alert_id(incident_key, kind)
+    said = market_text(incident, kind, confidence) if symbol == MARKET_SYMBOL else text(incident, kind, confidence)
     body = {
         "alert_id": key,
         "kind": kind,
         "confidence": confidence,
-        "text": text(incident, kind, confidence),
+        "text": said,
         "incident": {name: _json_value(value) for name, value in incident._asdict().items()},
     }
-    return Alert(key, incident.incident_id, kind, incident.symbol, confidence, json.dumps(body, sort_keys=True))
+    return Alert(key, incident_key, kind, symbol, confidence, json.dumps(body, sort_keys=True))
+
+
+def _when(incident, kind: str) -> pd.Timestamp:
+    return {OPENED: incident.start, ESCALATED: incident.peak_time, CLOSED_KIND: incident.last_minute}[kind]
 
 
 def text(incident, kind: str, confidence: str) -> str:
-    """One line a person can act on (Slack shows `text`): what, when, how much, why."""
-    when = {OPENED: incident.start, ESCALATED: incident.peak_time, CLOSED_KIND: incident.last_minute}[kind]
+    """One line a person can act on (Slack shows `text`): what, when, how much against the market, why."""
+    market = "" if pd.isna(incident.market_change) else f" (market {incident.market_change:+.2%})"
     return (
-        f"{incident.symbol} {confidence} incident {kind} at {when:%Y-%m-%d %H:%M} UTC: "
-        f"price {incident.price_change:+.2%} over {incident.minutes} confirmed minute(s) since "
+        f"{incident.symbol} {confidence} incident {kind} at {_when(incident, kind):%Y-%m-%d %H:%M} UTC: "
+        f"price {incident.price_change:+.2%}{market} over {incident.minutes} confirmed minute(s) since "
         f"{incident.start:%H:%M}; peak at {incident.peak_time:%H:%M}: {incident.reasons or 'no reasons'} "
         f"[{incident.incident_id}]"
+    )
+
+
+def market_text(incident, kind: str, confidence: str, named: int = 10) -> str:
+    """A market incident as one line: how many symbols moved together, which (the first `named`), the market's move."""
+    symbols = incident.symbols.split(",")
+    more = f" and {len(symbols) - named} more" if len(symbols) > named else ""
+    return (
+        f"MARKET {confidence} incident {kind} at {_when(incident, kind):%Y-%m-%d %H:%M} UTC: "
+        f"{incident.symbol_count} of {incident.active_symbols} symbols moved together "
+        f"({', '.join(symbols[:named])}{more}); market {incident.market_change:+.2%} since "
+        f"{incident.start:%H:%M}; peak at {incident.peak_time:%H:%M} [{incident.market_incident_id}]"
     )
 
 

@@ -6,11 +6,12 @@ that follows it) are one incident, and a new incident opens only after `gap_minu
 cool-down). An incident is HIGH when any of its minutes had every vote.
 
 `incidents` summarises a whole scored period (the evaluation); `advance` folds newly scored minutes into the
-symbols' latest incidents (the stream): both group minutes with `_opens`, so they agree on every period.
+symbols' latest incidents (the stream): both group minutes with `opens`, so they agree on every period.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from lakehouse.tables import GOLD_INCIDENTS
@@ -21,7 +22,7 @@ INCIDENT_COLUMNS = ["symbol", "start", "end", "minutes", "peak_votes", "peak_con
 OPEN, CLOSED = "open", "closed"
 
 
-def _opens(spans: pd.DataFrame, gap_minutes: int) -> pd.Series:
+def opens(spans: pd.DataFrame, gap_minutes: int) -> pd.Series:
     """For spans (symbol, start, last_minute) sorted by symbol and start: whether each opens a new incident, i.e.
     whether it starts more than gap_minutes after the previous span of its symbol ended."""
     step = spans["start"] - spans.groupby("symbol")["last_minute"].shift()
@@ -39,7 +40,7 @@ def incidents(scored: pd.DataFrame, gap_minutes: int = INCIDENT_GAP_MINUTES) -> 
     minute, number of confirmed minutes, and its peak votes and confidence. Sorted by symbol and start."""
     confirmed = _confirmed(scored[["symbol", "open_time", "votes"]])
     out = (
-        confirmed.assign(incident=_opens(confirmed, gap_minutes).cumsum())
+        confirmed.assign(incident=opens(confirmed, gap_minutes).cumsum())
         .groupby("incident")
         .agg(
             symbol=("symbol", "first"),
@@ -77,6 +78,8 @@ def _minute_spans(confirmed: pd.DataFrame) -> pd.DataFrame:
             "reasons": confirmed["reasons"],
             "thresholds_version": confirmed["thresholds_version"],
             "previous_last_minute": pd.NaT,
+            "scope": "own",
+            "market_incident_id": None,
         }
     )
 
@@ -100,6 +103,11 @@ def _merge(spans: pd.DataFrame) -> pd.Series:
             "reasons": peak["reasons"],
             "thresholds_version": peak["thresholds_version"],
             "previous_last_minute": spans["previous_last_minute"].iloc[0],
+            # Once with the market, always: the evidence may be older than what the stream still holds.
+            "scope": spans["scope"].max(),  # "own" < "market"
+            "market_incident_id": spans["market_incident_id"].dropna().iloc[0]
+            if spans["market_incident_id"].notna().any()
+            else None,
         }
     )
 
@@ -127,7 +135,7 @@ def advance(latest: pd.DataFrame, scored: pd.DataFrame, gap_minutes: int = INCID
         return incident_rows(latest.iloc[:0])
     spans = pd.concat(parts, ignore_index=True)
     spans = spans.sort_values(["symbol", "start"], kind="stable").reset_index(drop=True)
-    number = _opens(spans, gap_minutes).cumsum()
+    number = opens(spans, gap_minutes).cumsum()
     out = spans.groupby(number).apply(_merge, include_groups=False).reset_index(drop=True)
     out["touched"] = spans.groupby(number)["touched"].any().to_numpy()
     out["scored_through"] = out["symbol"].map(newest)
@@ -159,6 +167,6 @@ def incident_rows(merged: pd.DataFrame) -> pd.DataFrame:
     out["peak_confidence"] = out["peak_votes"].map(CONFIDENCE).astype("object")
     out["price_change"] = out["close_price"] / out["open_price"] - 1
     out["thresholds_version"] = pd.to_numeric(out["thresholds_version"], errors="coerce").astype("Int64")
-    if "scope" not in out:  # the market detection sets it; until it has, an incident is the symbol's own
-        out = out.assign(scope="own", market_incident_id=None, market_change=float("nan"))
+    if "market_change" not in out:
+        out["market_change"] = np.nan  # pipelines.detection.market.mark sets it, and the scope
     return out[GOLD_INCIDENTS.columns]

@@ -8,9 +8,10 @@ Exactly once, end to end:
   batch replayed after a crash is not written twice;
 - silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
-After gold.scores, the batch's scored minutes are folded into gold.incidents (MERGE on incident_id: a replayed
-batch rewrites the same rows or none) and the alerts of what changed are sent and recorded in gold.alerts (see
-pipelines.alerts.dispatch for what is guaranteed), before silver: a crash re-runs the batch, which scores again.
+After gold.scores, the batch's scored minutes are folded into gold.incidents and gold.market_incidents (MERGE on
+their ids: a replayed batch rewrites the same rows or none) and the alerts of what changed are sent and recorded
+in gold.alerts (see pipelines.alerts.dispatch for what is guaranteed), before silver: a crash re-runs the batch,
+which scores again.
 Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
 one: a recalibration applies from the next batch on, without a restart.
 What a failed batch leads to: see pipelines.streaming.failures.
@@ -35,13 +36,15 @@ from lakehouse.tables import (
     BRONZE_CANDLES,
     CANDLE_COLUMNS,
     GOLD_INCIDENTS,
+    GOLD_MARKET_INCIDENTS,
     GOLD_SCORES,
     SILVER_CANDLES,
     SILVER_QUARANTINE,
 )
 from pipelines.alerts.dispatch import Alerting
 from pipelines.alerts.sinks import DEAD_LETTER
-from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, advance, latest_incidents
+from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, OPEN, advance, latest_incidents
+from pipelines.detection.market import CROSS_SECTION_COLUMNS, MarketConfig, MarketTracker
 from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
 from pipelines.layers.bronze import kafka_to_bronze
@@ -65,7 +68,8 @@ class BatchResult:
     thresholds_versions: tuple[int, ...]
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step; steps on two threads overlap
-    incidents: int = 0  # gold.incidents rows that opened, grew or closed
+    incidents: int = 0  # gold.incidents rows that opened, grew, closed or changed scope
+    market_incidents: int = 0  # gold.market_incidents rows that opened, grew or closed
     alerts: int = 0  # deliveries recorded in gold.alerts
     dead_letters: int = 0  # of which dead_letter: every attempt failed
     data_failures: int = 0  # attempts of this batch that failed on its data (see failure_kind)
@@ -90,6 +94,7 @@ class StreamCounters:
     scored: int = 0
     anomalies: int = 0
     incidents: int = 0
+    market_incidents: int = 0
     alerts: int = 0
     dead_letters: int = 0
     thresholds_version: int | None = None
@@ -101,6 +106,7 @@ class StreamCounters:
         self.scored += batch.scored
         self.anomalies += batch.anomalies
         self.incidents += batch.incidents
+        self.market_incidents += batch.market_incidents
         self.alerts += batch.alerts
         self.dead_letters += batch.dead_letters
         self.thresholds_version = max(batch.thresholds_versions, default=self.thresholds_version)
@@ -118,6 +124,7 @@ class QueryState:
         # Twice the context a batch needs: candles up to history_minutes late are still served from memory.
         self.tail = SilverTail(behind_minutes=2 * config.history_minutes)
         self.incidents: pd.DataFrame | None = None  # each symbol's latest incident; None: read gold.incidents
+        self.market = MarketTracker(MarketConfig.from_settings(settings))
         self.alerting = Alerting(settings)
 
     def forget(self) -> None:
@@ -266,23 +273,59 @@ def _gold(
 def _incidents(
     spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState, result: BatchResult
 ) -> None:
-    """Fold the scored minutes into gold.incidents, then send and record the alerts of what changed."""
+    """Fold the scored minutes into gold.incidents and gold.market_incidents (symbols' incidents marked as moving
+    with the market or on their own), then send and record the alerts of what changed."""
     with result.timed("incidents"):
-        if state.incidents is None:  # after a start or a failed attempt: from the table, never from memory
-            table = to_pandas(read_table(spark, settings, GOLD_INCIDENTS))
-            state.incidents = latest_incidents(table)
-            state.alerting.load(spark, table)
+        if state.incidents is None:  # after a start or a failed attempt: from the tables, never from memory
+            _load_incidents(spark, settings, gold, state)
         changed = advance(state.incidents, gold, INCIDENT_GAP_MINUTES)
-        if not changed.empty:
-            merge_into(spark, settings, GOLD_INCIDENTS, as_spark(spark, GOLD_INCIDENTS, changed), update=True)
-            known = [t for t in (state.incidents, changed) if not t.empty]
-            state.incidents = latest_incidents(pd.concat(known))
-    result.incidents = len(changed)
-    if not changed.empty or not state.alerting.unsent.empty:
+        latest = _latest(state.incidents, changed)
+        market = state.market.update(gold, latest[latest["status"] == OPEN])
+        # A changed market incident can change the scope of its symbols' latest incidents, not only of `changed`.
+        movers = {s for symbols in market["symbols"] for s in symbols.split(",")}
+        again = latest[latest["symbol"].isin(movers) & ~latest["incident_id"].isin(changed["incident_id"])]
+        candidates = pd.concat([t for t in (changed, again) if not t.empty] or [changed])
+        marked = state.market.mark(candidates)
+        moved = marked[marked["incident_id"].isin(changed["incident_id"]) | _marks_differ(marked, candidates)]
+        if not market.empty:
+            merge_into(
+                spark, settings, GOLD_MARKET_INCIDENTS, as_spark(spark, GOLD_MARKET_INCIDENTS, market), update=True
+            )
+        if not moved.empty:
+            merge_into(spark, settings, GOLD_INCIDENTS, as_spark(spark, GOLD_INCIDENTS, moved), update=True)
+            state.incidents = _latest(state.incidents, moved)
+    result.incidents, result.market_incidents = len(moved), len(market)
+    if not (moved.empty and market.empty) or state.alerting.pending_incidents:
         with result.timed("alerts"):
-            deliveries = state.alerting.run(spark, changed)
+            deliveries = state.alerting.run(spark, moved, market)
         result.alerts = len(deliveries)
         result.dead_letters = sum(d.status == DEAD_LETTER for d in deliveries)
+
+
+def _latest(incidents: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
+    """Each symbol's latest incident once `changed` (gold.incidents rows) is merged."""
+    rows = pd.concat([t for t in (incidents, changed) if not t.empty] or [incidents])
+    return latest_incidents(rows.drop_duplicates("incident_id", keep="last"))
+
+
+def _marks_differ(marked: pd.DataFrame, was: pd.DataFrame) -> pd.Series:
+    """Whether mark() changed an incident's scope, market incident or market change."""
+    columns = ["scope", "market_incident_id", "market_change"]
+    before, after = was[columns].astype(str).agg("|".join, axis=1), marked[columns].astype(str).agg("|".join, axis=1)
+    return pd.Series(before.to_numpy() != after.to_numpy(), index=marked.index)
+
+
+def _load_incidents(spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState) -> None:
+    """The incident state from the tables: each symbol's latest incident, the market tracker's scored minutes and
+    market incidents, and the alerts a crash may have interrupted."""
+    table = to_pandas(read_table(spark, settings, GOLD_INCIDENTS))
+    market = to_pandas(read_table(spark, settings, GOLD_MARKET_INCIDENTS))
+    state.incidents = latest_incidents(table)
+    open_starts = [t for rows in (state.incidents, market) for t in rows.loc[rows["status"] == OPEN, "start"]]
+    first = state.market.since(gold["open_time"].max(), open_starts)
+    tail = to_pandas(read_range(spark, settings, GOLD_SCORES, first=first, columns=CROSS_SECTION_COLUMNS))
+    state.market.load(tail, market[market["last_minute"] >= first])
+    state.alerting.load(spark, table, market)
 
 
 def _context(

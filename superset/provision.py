@@ -275,6 +275,15 @@ def provision_chart(api: Api, chart: dict[str, Any], dataset_id: int, dashboard_
     return api.upsert("chart", {"slice_name": chart["title"]}, body)
 
 
+def detach_others(api: Api, dashboard_id: int, chart_ids: list[int]) -> None:
+    """Charts on the dashboard that the content no longer lists (renamed or dropped since an earlier provisioning)
+    leave it; they stay in Superset, on any other dashboard they were on."""
+    for chart in api.call("GET", f"dashboard/{dashboard_id}/charts")["result"]:
+        if chart["id"] not in chart_ids:
+            on = api.call("GET", f"chart/{chart['id']}")["result"]["dashboards"]
+            api.call("PUT", f"chart/{chart['id']}", {"dashboards": [d["id"] for d in on if d["id"] != dashboard_id]})
+
+
 def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None = None) -> dict[str, int]:
     """Create or update the connection (and the roles' access to it), datasets, charts and dashboards;
     returns name -> id."""
@@ -290,7 +299,9 @@ def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None
         on = [ids[f"dashboard:{slug}"] for slug, dash in content["dashboards"].items() if key in dash["charts"]]
         ids[f"chart:{key}"] = provision_chart(api, chart, datasets[chart["dataset"]], on)
     for slug, dash in content["dashboards"].items():
+        dash_id = ids[f"dashboard:{slug}"]
         charts = [(ids[f"chart:{key}"], content["charts"][key]["title"]) for key in dash["charts"]]
+        chart_ids = [c for c, _ in charts]
         metadata: dict[str, Any] = {
             "native_filter_configuration": [],
             "cross_filters_enabled": False,
@@ -298,16 +309,12 @@ def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None
         }
         if "symbol_filter" in dash:
             dataset_id = datasets[dash["symbol_filter"]]
-            chart_ids = [c for c, _ in charts]
             metadata["native_filter_configuration"] = [
                 symbol_filter(dataset_id, chart_ids, first_symbol(api, dataset_id))
             ]
+        detach_others(api, dash_id, chart_ids)
         layout = json.dumps(dashboard_layout(dash["title"], charts))
-        api.call(
-            "PUT",
-            f"dashboard/{ids[f'dashboard:{slug}']}",
-            {"position_json": layout, "json_metadata": json.dumps(metadata)},
-        )
+        api.call("PUT", f"dashboard/{dash_id}", {"position_json": layout, "json_metadata": json.dumps(metadata)})
     return ids
 
 

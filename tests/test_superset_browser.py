@@ -160,6 +160,7 @@ def open_dashboards(
                        || c.innerText.includes('No results')))""",
                 timeout=120_000,
             )
+            page.wait_for_timeout(2000)  # echarts animates series in: scatter markers show after the line
             page.screenshot(path=str(ARTIFACTS / f"{user}-{slug}.png"), full_page=True)
             rendered = page.evaluate(
                 """() => [...document.querySelectorAll('[data-test="chart-grid-component"]')].map(c =>

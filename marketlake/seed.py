@@ -1,5 +1,5 @@
 """A lake seeded from real candles without the stream: gold rows the backtest computes, for tests and benches of the
-SQL endpoint and Superset."""
+SQL endpoint and Superset, and the demo's dashboards."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ from pyspark.sql import SparkSession
 
 from lakehouse.delta_io import append
 from lakehouse.settings import Settings
-from lakehouse.tables import GOLD_SCORES, GOLD_THRESHOLDS, SILVER_QUARANTINE, by_name
+from lakehouse.tables import (
+    GOLD_INCIDENTS,
+    GOLD_MARKET_INCIDENTS,
+    GOLD_SCORES,
+    GOLD_THRESHOLDS,
+    SILVER_QUARANTINE,
+    by_name,
+)
 from pipelines.detection.backtest import run_backtest
+from pipelines.detection.market import MarketConfig, period_incidents
 from pipelines.detection.maths import DetectionConfig
 from pipelines.ingestion.archives import read_frame
 from pipelines.layers.gold import thresholds_rows
 
 
 def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.DataFrame]:
-    """gold.scores / gold.thresholds / silver.quarantine rows computed from real candles by the backtest."""
+    """gold.scores / gold.thresholds / gold.incidents / gold.market_incidents / silver.quarantine rows computed from
+    real candles by the backtest."""
 
     frame = read_frame(files)
     if days:
@@ -45,9 +54,12 @@ def gold_sample(files: list[Path], days: float | None = None) -> dict[str, pd.Da
             "quarantined_at": now,
         }
     )
+    incidents, market_incidents = period_incidents(result.scores, MarketConfig())
     return {
         GOLD_SCORES.name: result.scores[GOLD_SCORES.columns],
         GOLD_THRESHOLDS.name: thresholds,
+        GOLD_INCIDENTS.name: incidents,
+        GOLD_MARKET_INCIDENTS.name: market_incidents,
         SILVER_QUARANTINE.name: quarantine[SILVER_QUARANTINE.columns],
     }
 

@@ -134,39 +134,55 @@ def load_content(path: Path = CONTENT) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+# A mixed chart's second query reads the same form data keys with this suffix (metrics_b, adhoc_filters_b, ...).
+SECOND_QUERY = "_b"
+
+
+def query_suffixes(params: dict[str, Any]) -> list[str]:
+    """The form-data suffix of each query the chart runs: one, or two for a mixed chart."""
+    return ["", SECOND_QUERY] if params["viz_type"] == "mixed_timeseries" else [""]
+
+
 def chart_params(chart: dict[str, Any], dataset_id: int) -> dict[str, Any]:
     params = {"datasource": f"{dataset_id}__table", "time_range": "No filter", **chart["params"]}
     if chart.get("time"):
         no_filter = {"expressionType": "SIMPLE", "clause": "WHERE", "subject": params["x_axis"]}
-        params["adhoc_filters"] = [
-            *params.get("adhoc_filters", []),
-            no_filter | {"operator": "TEMPORAL_RANGE", "comparator": "No filter"},
-        ]
+        for suffix in query_suffixes(params):
+            params[f"adhoc_filters{suffix}"] = [
+                *params.get(f"adhoc_filters{suffix}", []),
+                no_filter | {"operator": "TEMPORAL_RANGE", "comparator": "No filter"},
+            ]
     return params
 
 
-def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
-    """The query the chart runs, saved with it so /api/v1/chart/<id>/data answers (API users, benchmarks)."""
-    columns: list[Any] = list(params.get("groupby", [])) + list(params.get("all_columns", []))
+def query_object(params: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    """One query of a chart, from its form data (`suffix` selects a mixed chart's second query)."""
+    columns: list[Any] = list(params.get(f"groupby{suffix}", [])) + list(params.get("all_columns", []))
     if "x_axis" in params:
         axis = params["x_axis"]
         if isinstance(axis, str):  # a column, bucketed by the chart's time grain
             axis = {"sqlExpression": axis, "label": axis, "expressionType": "SQL",
                     "timeGrain": params.get("time_grain_sqla")}  # fmt: skip
         columns.insert(0, axis | {"columnType": "BASE_AXIS"})
-    metrics = params.get("metrics") or ([params["metric"]] if "metric" in params else [])
+    metrics = params.get(f"metrics{suffix}") or ([params["metric"]] if "metric" in params else [])
     filters = [
-        {"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
-        for f in params.get("adhoc_filters", [])
+        {"col": f["subject"], "op": f["operator"], "val": f.get("comparator")}
+        for f in params.get(f"adhoc_filters{suffix}", [])
         if f["operator"] != "TEMPORAL_RANGE"
     ]
-    query = {"columns": columns, "metrics": metrics, "filters": filters, "row_limit": params.get("row_limit", 1000)}
+    row_limit = params.get(f"row_limit{suffix}", params.get("row_limit", 1000))
+    query = {"columns": columns, "metrics": metrics, "filters": filters, "row_limit": row_limit}
     if params.get("order_by_cols"):
         query["orderby"] = [json.loads(c) for c in params["order_by_cols"]]
+    return query
+
+
+def query_context(params: dict[str, Any], dataset_id: int) -> dict[str, Any]:
+    """The queries the chart runs, saved with it so /api/v1/chart/<id>/data answers (API users, benchmarks)."""
     return {
         "datasource": {"id": dataset_id, "type": "table"},
         "form_data": params,
-        "queries": [query],
+        "queries": [query_object(params, suffix) for suffix in query_suffixes(params)],
         "result_format": "json",
         "result_type": "full",
     }
@@ -245,7 +261,7 @@ def provision_dataset(api: Api, database_id: int, spec: dict[str, Any]) -> int:
     return found
 
 
-def provision_chart(api: Api, chart: dict[str, Any], dataset_id: int, dashboard_id: int) -> int:
+def provision_chart(api: Api, chart: dict[str, Any], dataset_id: int, dashboard_ids: list[int]) -> int:
     params = chart_params(chart, dataset_id)
     body = {
         "slice_name": chart["title"],
@@ -254,9 +270,18 @@ def provision_chart(api: Api, chart: dict[str, Any], dataset_id: int, dashboard_
         "datasource_type": "table",
         "params": json.dumps(params),
         "query_context": json.dumps(query_context(params, dataset_id)),
-        "dashboards": [dashboard_id],
+        "dashboards": dashboard_ids,
     }
     return api.upsert("chart", {"slice_name": chart["title"]}, body)
+
+
+def detach_others(api: Api, dashboard_id: int, chart_ids: list[int]) -> None:
+    """Charts on the dashboard that the content no longer lists (renamed or dropped since an earlier provisioning)
+    leave it; they stay in Superset, on any other dashboard they were on."""
+    for chart in api.call("GET", f"dashboard/{dashboard_id}/charts")["result"]:
+        if chart["id"] not in chart_ids:
+            on = api.call("GET", f"chart/{chart['id']}")["result"]["dashboards"]
+            api.call("PUT", f"chart/{chart['id']}", {"dashboards": [d["id"] for d in on if d["id"] != dashboard_id]})
 
 
 def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None = None) -> dict[str, int]:
@@ -269,19 +294,25 @@ def provision(api: Api, database: dict[str, Any], content: dict[str, Any] | None
     ids |= {f"dataset:{key}": found for key, found in datasets.items()}
     for slug, dash in content["dashboards"].items():
         body = {"dashboard_title": dash["title"], "slug": slug, "published": True}
-        dash_id = ids[f"dashboard:{slug}"] = api.upsert("dashboard", {"slug": slug}, body)
-        charts = []
-        for key in dash["charts"]:
-            chart = content["charts"][key]
-            ids[f"chart:{key}"] = provision_chart(api, chart, datasets[chart["dataset"]], dash_id)
-            charts.append((ids[f"chart:{key}"], chart["title"]))
-        metadata: dict[str, Any] = {"native_filter_configuration": [], "cross_filters_enabled": False}
+        ids[f"dashboard:{slug}"] = api.upsert("dashboard", {"slug": slug}, body)
+    for key, chart in content["charts"].items():
+        on = [ids[f"dashboard:{slug}"] for slug, dash in content["dashboards"].items() if key in dash["charts"]]
+        ids[f"chart:{key}"] = provision_chart(api, chart, datasets[chart["dataset"]], on)
+    for slug, dash in content["dashboards"].items():
+        dash_id = ids[f"dashboard:{slug}"]
+        charts = [(ids[f"chart:{key}"], content["charts"][key]["title"]) for key in dash["charts"]]
+        chart_ids = [c for c, _ in charts]
+        metadata: dict[str, Any] = {
+            "native_filter_configuration": [],
+            "cross_filters_enabled": False,
+            "refresh_frequency": dash["refresh"],
+        }
         if "symbol_filter" in dash:
             dataset_id = datasets[dash["symbol_filter"]]
-            chart_ids = [c for c, _ in charts]
             metadata["native_filter_configuration"] = [
                 symbol_filter(dataset_id, chart_ids, first_symbol(api, dataset_id))
             ]
+        detach_others(api, dash_id, chart_ids)
         layout = json.dumps(dashboard_layout(dash["title"], charts))
         api.call("PUT", f"dashboard/{dash_id}", {"position_json": layout, "json_metadata": json.dumps(metadata)})
     return ids

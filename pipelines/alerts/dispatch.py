@@ -28,6 +28,7 @@ from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_ALERTS, GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS
 from pipelines.alerts.events import Alert, alerts_of
 from pipelines.alerts.sinks import DELIVERED, Delivery, Sink, configured_sinks, deliver
+from pipelines.detection.incidents import upsert
 from pipelines.ingestion.binance_rest import Backoff
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,6 @@ def last_written(incidents: pd.DataFrame) -> pd.DataFrame:
     return incidents[incidents["scored_through"] == newest]
 
 
-def _newest(*frames: pd.DataFrame, key: str) -> pd.DataFrame:
-    """The rows of frames (same columns), the last one of each key."""
-    rows = pd.concat([f for f in frames if not f.empty] or [frames[-1]])
-    return rows.drop_duplicates(key, keep="last")
-
-
 class Alerting:
     """What the stream keeps for alerting between micro-batches; `load` (again) after a start or a failed batch."""
 
@@ -107,8 +102,8 @@ class Alerting:
     def send(self, changed: pd.DataFrame, changed_market: pd.DataFrame) -> list[Delivery]:
         """Send the alerts of the unsent and changed incidents (rows of gold.incidents and gold.market_incidents
         about to be merged) that no sink has recorded; `record` their outcomes next."""
-        candidates = _newest(self.unsent, changed, key="incident_id")
-        market = _newest(self.unsent_market, changed_market, key="market_incident_id")
+        candidates = upsert(self.unsent, changed, "incident_id")
+        market = upsert(self.unsent_market, changed_market, "market_incident_id")
         settings = self.settings
         alerts = alerts_of(candidates, settings.alerts_cooldown_minutes, settings.alerts_on_close, market)
         deliveries = [

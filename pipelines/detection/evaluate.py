@@ -164,11 +164,10 @@ def setting_grid(base: DetectionConfig) -> dict[str, DetectionConfig]:
     return grid
 
 
-def market_row(scored: pd.DataFrame, market: MarketConfig) -> dict[str, object]:
-    """Scored candles of several symbols over one period: per day, symbol incidents (all, and those with the
-    market), market incidents, and the alerts that tell them with market incidents grouped and without."""
+def market_row(scored: pd.DataFrame, symbols: pd.DataFrame, market_rows: pd.DataFrame) -> dict[str, object]:
+    """Scored candles of several symbols over one period, and their period_incidents: per day, symbol incidents (all,
+    and those with the market), market incidents, and the alerts that tell them, market incidents grouped and not."""
     days = scored.groupby("symbol")["open_time"].size().max() / 1440
-    symbols, market_rows = period_incidents(scored, market)
     grouped = len(alerts_of(symbols, 0, market=market_rows))
     alone = len(alerts_of(symbols.assign(scope="own"), 0))
     return {
@@ -198,11 +197,10 @@ def evaluate_market(
             pd.concat(parts, ignore_index=True), detection, config.train_days, config.recalibrate_days
         )
         scored = scored[scored["thresholds_version"].notna()]
-        rows.append({"period": period, **market_row(scored, market)})
-        _, moves = period_incidents(scored, market)
+        symbols, moves = period_incidents(scored, market)
+        rows.append({"period": period, **market_row(scored, symbols, moves)})
         if len(moves):
             day = moves.loc[moves["market_change"].abs().idxmax(), "start"].floor("D")
-            rows.append(
-                {"period": f"{day:%Y-%m-%d}", **market_row(scored[scored["open_time"].dt.floor("D") == day], market)}
-            )
+            on_day = scored[scored["open_time"].dt.floor("D") == day]
+            rows.append({"period": f"{day:%Y-%m-%d}", **market_row(on_day, *period_incidents(on_day, market))})
     return pd.DataFrame(rows)

@@ -153,6 +153,12 @@ def advance(latest: pd.DataFrame, scored: pd.DataFrame, gap_minutes: int = INCID
     return incident_rows(out[out["touched"] | (out["status"] == CLOSED)])
 
 
+def upsert(rows: pd.DataFrame, changed: pd.DataFrame, key: str) -> pd.DataFrame:
+    """`rows` with `changed` (same columns) merged on `key`, the changed row winning: a MERGE's result, in memory."""
+    both = pd.concat([t for t in (rows, changed) if not t.empty] or [rows])
+    return both.drop_duplicates(key, keep="last")
+
+
 def latest_incidents(table: pd.DataFrame) -> pd.DataFrame:
     """Each symbol's latest incident (by start) among gold.incidents rows: what `advance` folds minutes into."""
     return table.sort_values(["symbol", "start"], kind="stable").groupby("symbol").tail(1).reset_index(drop=True)

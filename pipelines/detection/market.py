@@ -21,7 +21,7 @@ import pandas as pd
 
 from lakehouse.settings import Settings
 from lakehouse.tables import GOLD_INCIDENTS, GOLD_MARKET_INCIDENTS
-from pipelines.detection.incidents import CLOSED, INCIDENT_GAP_MINUTES, OPEN, advance, incident_id, opens
+from pipelines.detection.incidents import CLOSED, INCIDENT_GAP_MINUTES, OPEN, advance, incident_id, opens, upsert
 from pipelines.detection.maths import CONFIDENCE, CONFIRM_VOTES
 
 MARKET, OWN = "market", "own"
@@ -64,16 +64,12 @@ def cross_section(scored: pd.DataFrame, config: MarketConfig) -> pd.DataFrame:
     return out.sort_index().rename_axis("open_time").reset_index()
 
 
-def market_incidents(
-    minutes: pd.DataFrame, config: MarketConfig, not_before: pd.Timestamp | None = None
-) -> pd.DataFrame:
-    """The market incidents of cross-section minutes (rows of cross_section, with every minute since not_before
-    and the window before it), in GOLD_MARKET_INCIDENTS columns, sorted by start. An incident is closed once the
-    newest minute lies more than gap_minutes after its last market minute."""
+def market_incidents(minutes: pd.DataFrame, config: MarketConfig) -> pd.DataFrame:
+    """The market incidents of cross-section minutes (rows of cross_section), in GOLD_MARKET_INCIDENTS columns,
+    sorted by start. An incident is closed once the newest minute lies more than gap_minutes after its last market
+    minute. Minutes missing before the first one can cut an incident short: see MarketTracker."""
     newest = minutes["open_time"].max()
     market = minutes[minutes["is_market"]]
-    if not_before is not None:
-        market = market[market["open_time"] >= not_before]
     if market.empty:
         return pd.DataFrame(columns=GOLD_MARKET_INCIDENTS.columns)
     as_spans = market.assign(symbol=MARKET_SYMBOL, start=market["open_time"], last_minute=market["open_time"])
@@ -146,9 +142,10 @@ def mark(incidents: pd.DataFrame, minutes: pd.DataFrame, market: pd.DataFrame, c
 def period_incidents(scored: pd.DataFrame, config: MarketConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """gold.incidents and gold.market_incidents rows of a whole scored period (gold.scores rows), as the stream
     would have written them by its end: the seed and the measurements use it."""
-    market = market_incidents(cross_section(scored, config), config)
+    minutes = cross_section(scored, config)
+    market = market_incidents(minutes, config)
     symbols = advance(pd.DataFrame(columns=GOLD_INCIDENTS.columns), scored, config.gap_minutes)
-    return mark(symbols, cross_section(scored, config), market, config), market
+    return mark(symbols, minutes, market, config), market
 
 
 CROSS_SECTION_COLUMNS = ["symbol", "open_time", "votes", "log_ret"]
@@ -203,10 +200,9 @@ class MarketTracker:
         # An open incident that late minutes merged into an earlier one is closed where it stood.
         lost = still_open[~still_open["market_incident_id"].isin(found["market_incident_id"])]
         found = pd.concat([f for f in (found, lost.assign(status=CLOSED)) if not f.empty] or [found])
-        out = found[~_as_text(found).isin(set(_as_text(self.known)))].reset_index(drop=True)
-        known = pd.concat([k for k in (self.known, out) if not k.empty] or [out])
-        self.known = known.drop_duplicates("market_incident_id", keep="last")
-        self.known = self.known[self.known["last_minute"] >= first].reset_index(drop=True)
+        out = found[~as_text(found).isin(set(as_text(self.known)))].reset_index(drop=True)
+        known = upsert(self.known, out, "market_incident_id")
+        self.known = known[known["last_minute"] >= first].reset_index(drop=True)
         return out
 
     def mark(self, incidents: pd.DataFrame) -> pd.DataFrame:
@@ -214,6 +210,6 @@ class MarketTracker:
         return mark(incidents, self.minutes, self.known, self.config)
 
 
-def _as_text(rows: pd.DataFrame) -> pd.Series:
+def as_text(rows: pd.DataFrame) -> pd.Series:
     """Rows as comparable tuples of text, whatever the dtypes they were read back with (Delta vs pandas)."""
     return pd.Series([tuple(map(str, r)) for r in rows.itertuples(index=False)], index=rows.index, dtype="object")

@@ -43,8 +43,8 @@ from lakehouse.tables import (
 )
 from pipelines.alerts.dispatch import Alerting
 from pipelines.alerts.sinks import DEAD_LETTER
-from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, OPEN, advance, latest_incidents
-from pipelines.detection.market import CROSS_SECTION_COLUMNS, MarketConfig, MarketTracker
+from pipelines.detection.incidents import INCIDENT_GAP_MINUTES, OPEN, advance, latest_incidents, upsert
+from pipelines.detection.market import CROSS_SECTION_COLUMNS, MarketConfig, MarketTracker, as_text
 from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
 from pipelines.layers.bronze import kafka_to_bronze
@@ -309,15 +309,13 @@ def _incidents(
 
 def _latest(incidents: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
     """Each symbol's latest incident once `changed` (gold.incidents rows) is merged."""
-    rows = pd.concat([t for t in (incidents, changed) if not t.empty] or [incidents])
-    return latest_incidents(rows.drop_duplicates("incident_id", keep="last"))
+    return latest_incidents(upsert(incidents, changed, "incident_id"))
 
 
 def _marks_differ(marked: pd.DataFrame, was: pd.DataFrame) -> pd.Series:
     """Whether mark() changed an incident's scope, market incident or market change."""
     columns = ["scope", "market_incident_id", "market_change"]
-    before, after = (list(zip(*(rows[c].astype(str) for c in columns), strict=True)) for rows in (was, marked))
-    return pd.Series([b != a for b, a in zip(before, after, strict=True)], index=marked.index, dtype=bool)
+    return pd.Series(as_text(was[columns]).to_numpy() != as_text(marked[columns]).to_numpy(), index=marked.index)
 
 
 def _load_incidents(spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState) -> None:

@@ -27,6 +27,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from lakehouse.delta_io import append, read_table
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
@@ -57,22 +58,26 @@ def setup(home: str) -> tuple[Settings, KafkaBroker]:
 
 def history(spark, settings: Settings, names: list[str]) -> None:
     """Two real days of history per symbol written to silver (a renamed copy of FILUSDT or NEARUSDT for each
-    bench symbol: real prices, one more symbol), then thresholds trained on them."""
+    bench symbol: real prices, one more symbol), then thresholds trained on them. The copies are made by Spark
+    (a join of the real days with the names), so 2,000 symbols x 2 days never pass through the driver."""
     days = [SAMPLE / "futures-um" / f"{s}-1m-2025-02-0{d}.zip" for s in SOURCES for d in (1, 2)]
-    real = read_frame(days)
-    frames = [real[real["symbol"] == _source(name)].assign(symbol=name) for name in names]
-    silver = pd.concat(frames, ignore_index=True).assign(
-        source="bench",
-        kafka_timestamp=pd.NaT,
-        ingested_at=pd.Timestamp.now(),
-        open_date=lambda f: f["open_time"].dt.date,
+    real = spark.createDataFrame(
+        read_frame(days).assign(
+            source="bench",
+            kafka_timestamp=pd.NaT,
+            ingested_at=pd.Timestamp.now(),
+            open_date=lambda f: f["open_time"].dt.date,
+        )[SILVER_CANDLES.columns],
+        SILVER_CANDLES.schema,
     )
+    copies = spark.createDataFrame([(n, _source(n)) for n in names], "name string, real string")
+    silver = real.join(copies, real["symbol"] == copies["real"]).withColumn("symbol", F.col("name"))
     append(spark, settings, SILVER_CANDLES, silver)
     train_thresholds(spark, settings, trained_by="bench", days=2)
 
 
 def _source(name: str) -> str:
-    return name if name in SOURCES else SOURCES[int(name[1:4]) % 2]
+    return name if name in SOURCES else SOURCES[int(name[1:-4]) % 2]
 
 
 def candles_of(day: str, symbol: str, as_name: str | None = None) -> list[dict]:
@@ -172,7 +177,7 @@ def throughput(batch: int) -> None:
 
 
 def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
-    names = [f"B{i:03d}USDT" for i in range(symbols)]
+    names = [f"B{i:04d}USDT" for i in range(symbols)]
     with tempfile.TemporaryDirectory() as home:
         settings, broker = setup(home)
         webhook = ThreadingHTTPServer(("127.0.0.1", free_port()), Webhook)

@@ -15,7 +15,7 @@ from datetime import date, datetime
 import pandas as pd
 from delta import exceptions as delta_exceptions
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.settings import Settings
@@ -123,8 +123,7 @@ def append(
     spark: SparkSession, settings: Settings, table: Table, rows: pd.DataFrame | DataFrame, merge_schema: bool = False
 ) -> None:
     """Append rows. `merge_schema`: a table created before a column was added to the registry gets the column."""
-    writer = as_spark(spark, table, rows).write.format("delta").mode("append").partitionBy(*table.partition_by)
-    writer.option("mergeSchema", str(merge_schema).lower()).save(table.location(settings))
+    _appender(spark, table, rows).option("mergeSchema", str(merge_schema).lower()).save(table.location(settings))
 
 
 def append_once(
@@ -132,14 +131,13 @@ def append_once(
 ) -> None:
     """Append; Delta skips the write if this (app, batch) already committed to the table (idempotent appends
     with txnAppId + txnVersion), so a batch replayed after a crash is not written twice."""
-    (
-        as_spark(spark, table, rows)
-        .write.format("delta")
-        .mode("append")
-        .option("txnAppId", f"{app_id}:{table.name}")
-        .option("txnVersion", batch_id)
-        .save(table.location(settings))
-    )
+    writer = _appender(spark, table, rows).option("txnAppId", f"{app_id}:{table.name}").option("txnVersion", batch_id)
+    writer.save(table.location(settings))
+
+
+def _appender(spark: SparkSession, table: Table, rows: pd.DataFrame | DataFrame) -> DataFrameWriter:
+    # partitionBy always: a table the append creates gets the registry's layout.
+    return as_spark(spark, table, rows).write.format("delta").mode("append").partitionBy(*table.partition_by)
 
 
 def delete_where(spark: SparkSession, settings: Settings, table: Table, where: Column) -> int:

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 
-from lakehouse.delta_io import read_table
+from lakehouse.delta_io import read_table, to_pandas
 from lakehouse.spark import ensure_tables
 from lakehouse.tables import GOLD_THRESHOLDS, REGISTRY
 from pipelines.detection.maths import DetectionConfig, score, train
@@ -19,7 +19,7 @@ ADDED_LATER = ["trades_center", "activity_free", "activity_cap", "scale_quantile
 def test_training_appends_to_a_thresholds_table_written_before_the_activity_statistic(spark, settings):
     ensure_tables(spark, settings, tables=tuple(t for t in REGISTRY if t is not GOLD_THRESHOLDS))
     backfill_day(spark, settings, LocalArchives(SAMPLE), "NEARUSDT", date(2023, 9, 1))
-    candles = trailing_candles(spark, settings, days=1)
+    candles = to_pandas(trailing_candles(spark, settings, days=1))
     # Version 1 as an older release wrote it: a table without the activity columns.
     config = DetectionConfig()
     old = thresholds_rows(train(candles, config), config, 1, "old release", datetime.now(UTC))

@@ -113,34 +113,37 @@ def window_stats(frame: pd.DataFrame, window_minutes: int) -> pd.DataFrame:
     candles it held), and a window is only complete when it holds `window_minutes` candles.
     """
     frame = _sorted(frame)
-    parts = []
-    for _, group in frame.groupby("symbol", sort=False):
-        rolling = group.set_index("open_time")[["ret", "range", "volume"]].rolling(f"{window_minutes}min")
-        parts.append(
-            pd.DataFrame(
-                {
-                    "win_ret_std": rolling["ret"].std(ddof=0).to_numpy(),
-                    "win_max_range": rolling["range"].max().to_numpy(),
-                    "win_mean_volume": rolling["volume"].mean().to_numpy(),
-                    "win_count": rolling["ret"].count().to_numpy().astype("int32"),
-                }
-            )
-        )
-    columns = ["win_ret_std", "win_max_range", "win_mean_volume", "win_count"]
-    stats = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    if frame.empty:
+        columns = ["win_ret_std", "win_max_range", "win_mean_volume", "win_count"]
+        return pd.concat([frame, pd.DataFrame(columns=columns)], axis=1)
+    rolling = _rolling(frame, frame[["ret", "range", "volume"]], window_minutes)
+    stats = pd.DataFrame(
+        {
+            "win_ret_std": rolling["ret"].std(ddof=0).to_numpy(),
+            "win_max_range": rolling["range"].max().to_numpy(),
+            "win_mean_volume": rolling["volume"].mean().to_numpy(),
+            "win_count": rolling["ret"].count().to_numpy().astype("int32"),
+        }
+    )
     return pd.concat([frame, stats], axis=1)
+
+
+def _rolling(frame: pd.DataFrame, values: pd.DataFrame | pd.Series, minutes: int, **options: object):
+    """A trailing `minutes` window over `values` (aligned to `frame`, which is sorted by symbol and open_time), per
+    symbol: one grouped rolling for every symbol (a loop over symbols costs ~2 ms each, seconds at 2,000 symbols),
+    whose results come back in the frame's row order, identical to rolling each symbol on its own."""
+    by_time = values.set_axis(pd.DatetimeIndex(frame["open_time"]), axis=0)
+    return by_time.groupby(frame["symbol"].to_numpy(), sort=False).rolling(f"{minutes}min", **options)
 
 
 def _trailing(frame: pd.DataFrame, values: pd.Series, minutes: int, how: str) -> pd.Series:
     """Per symbol, over the previous `minutes` minutes (the current candle excluded; NaN until half of them are
     there): "volatility" = sqrt(pi/2) * mean |values|, for normal returns their std, which one spike moves far less
-    than it moves a std; "std" = the std of the values. `frame` is sorted by open_time within each symbol."""
-    series = pd.Series((values.abs() if how == "volatility" else values).to_numpy(), index=frame["open_time"])
-    out = np.full(len(frame), np.nan)
-    for rows in frame.groupby("symbol", sort=False).indices.values():
-        rolling = series.iloc[rows].rolling(f"{minutes}min", closed="left", min_periods=max(minutes // 2, 1))
-        out[rows] = (rolling.mean() * np.sqrt(np.pi / 2) if how == "volatility" else rolling.std(ddof=0)).to_numpy()
-    return pd.Series(out, index=frame.index)
+    than it moves a std; "std" = the std of the values. `frame` is sorted by symbol and open_time."""
+    magnitude = values.abs() if how == "volatility" else values
+    rolling = _rolling(frame, magnitude, minutes, closed="left", min_periods=max(minutes // 2, 1))
+    out = rolling.mean() * np.sqrt(np.pi / 2) if how == "volatility" else rolling.std(ddof=0)
+    return pd.Series(out.to_numpy(), index=frame.index)
 
 
 def train(candles: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -21,7 +21,7 @@ from expectations.suites import thresholds_suite, validate
 from lakehouse.delta_io import append, as_spark, log_version, read_range, read_table, to_pandas
 from lakehouse.settings import Settings
 from lakehouse.tables import CANDLE_COLUMNS, GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.detection.maths import DetectionConfig, degenerate, train
+from pipelines.detection.maths import THRESHOLD_COLUMNS, DetectionConfig, degenerate, train
 from pipelines.layers.gold import thresholds_rows
 from pipelines.streaming.failures import first_line
 
@@ -38,14 +38,29 @@ def trailing_candles(
     days: float,
     symbols: list[str] | None = None,
     until: datetime | None = None,
-) -> pd.DataFrame:
+) -> DataFrame:
     """Per symbol, its candles from the last `days` days before its newest candle (before `until`, if given)."""
     silver = read_range(spark, settings, SILVER_CANDLES, symbols=symbols or None, end=until)
     newest = F.max("open_time").over(Window.partitionBy("symbol"))
     trailing = silver.withColumn("_newest", newest).filter(
         F.col("open_time") > F.col("_newest") - F.expr(f"INTERVAL {int(days * 1440)} MINUTES")
     )
-    return to_pandas(trailing.select(*CANDLE_COLUMNS))
+    return trailing.select(*CANDLE_COLUMNS)
+
+
+TRAINED_SCHEMA = (
+    ", ".join(
+        ["symbol string", *(f"{c} double" for c in THRESHOLD_COLUMNS), "train_start timestamp", "train_end timestamp"]
+    )
+    + ", train_rows long"
+)
+
+
+def train_per_symbol(candles: DataFrame, config: DetectionConfig) -> pd.DataFrame:
+    """`train` run on each symbol's candles on the executors (a grouped pandas function): the driver receives one
+    row per symbol, however many symbols and days (30 days of 2,000 symbols is 86 M candles)."""
+    trained = candles.groupBy("symbol").applyInPandas(lambda group: train(group, config), TRAINED_SCHEMA)
+    return to_pandas(trained)
 
 
 def next_version(spark: SparkSession, settings: Settings) -> int:
@@ -70,10 +85,9 @@ def train_thresholds(
     until: datetime | None = None,
 ) -> TrainingResult:
     config = DetectionConfig.from_settings(settings)
-    candles = trailing_candles(spark, settings, days or settings.train_days, symbols, until)
-    if candles.empty:
+    trained = train_per_symbol(trailing_candles(spark, settings, days or settings.train_days, symbols, until), config)
+    if trained.empty:
         raise ThresholdsRejectedError("no silver candles to train on: backfill some first")
-    trained = train(candles, config)
     rejected = degenerate(trained, config)
     usable = trained[~trained["symbol"].isin(rejected["symbol"])]
     if usable.empty:

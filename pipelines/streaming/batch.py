@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from lakehouse.delta_io import append_once, as_spark, log_version, merge_into, read_range, read_table, to_pandas
 from lakehouse.settings import Settings
@@ -320,15 +321,34 @@ def _marks_differ(marked: pd.DataFrame, was: pd.DataFrame) -> pd.Series:
 
 def _load_incidents(spark: SparkSession, settings: Settings, gold: pd.DataFrame, state: QueryState) -> None:
     """The incident state from the tables: each symbol's latest incident, the market tracker's scored minutes and
-    market incidents, and the alerts a crash may have interrupted."""
-    table = to_pandas(read_table(spark, settings, GOLD_INCIDENTS))
-    market = to_pandas(read_table(spark, settings, GOLD_MARKET_INCIDENTS))
+    market incidents, and the alerts a crash may have interrupted. Only the rows those need are read (the tables
+    grow with history; at 2,000 symbols a year of incidents would not fit the driver)."""
+    table = to_pandas(_last_rows(read_table(spark, settings, GOLD_INCIDENTS), "symbol", "start", "scored_through"))
+    newest = gold["open_time"].max()
+    earliest = state.market.since(gold["open_time"], [newest - pd.Timedelta(minutes=state.market.max_minutes)])
+    written = read_table(spark, settings, GOLD_MARKET_INCIDENTS)
+    last_write = F.col("scored_through") == F.max("scored_through").over(Window.partitionBy())
+    market = to_pandas(
+        written.withColumn("_last", last_write)
+        .filter(F.col("_last") | (F.col("last_minute") >= F.lit(earliest.to_pydatetime())))
+        .drop("_last")
+    )
     state.incidents = latest_incidents(table)
     open_starts = [t for rows in (state.incidents, market) for t in rows.loc[rows["status"] == OPEN, "start"]]
     first = state.market.since(gold["open_time"], open_starts)
     tail = to_pandas(read_range(spark, settings, GOLD_SCORES, first=first, columns=CROSS_SECTION_COLUMNS))
     state.market.load(tail, market[market["last_minute"] >= first])
     state.alerting.load(spark, table, market)
+
+
+def _last_rows(rows: DataFrame, key: str, *columns: str) -> DataFrame:
+    """The rows holding, within their `key`, the largest value of any of `columns`."""
+    by_key = Window.partitionBy(key)
+    newest = [F.col(c) == F.max(c).over(by_key) for c in columns]
+    flags = [f"_newest_{c}" for c in columns]
+    for flag, test in zip(flags, newest, strict=True):
+        rows = rows.withColumn(flag, test)
+    return rows.filter(" OR ".join(flags)).drop(*flags)
 
 
 def _context(

@@ -7,6 +7,7 @@ PySparkResource both take it, so every SparkSession in the project is configured
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
+        # Python workers run the detection maths (grouped pandas functions): the interpreter with its packages.
+        "spark.pyspark.python": sys.executable,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.ui.enabled": str(settings.spark_ui).lower(),

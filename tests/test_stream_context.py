@@ -70,3 +70,9 @@ def test_a_commit_that_is_not_just_ours_empties_the_tail():
     tail = seeded()
     tail.committed(candles("AAA", 60, 1), version=2)  # someone else committed version 1
     assert tail.version is None and tail.rows.empty and tail.uncovered(bounds(AAA=(0, 60))) == ["AAA"]
+
+
+def test_a_seed_of_many_symbols_reads_less_ahead_so_memory_follows_symbols_times_window():
+    tail = SilverTail(behind_minutes=120, ahead_minutes=1440, seed_rows=500_000)
+    assert tail.seed_window(T0, T0, 3) == (T0, T0 + pd.Timedelta(minutes=1440))  # a few symbols: a day
+    assert tail.seed_window(T0, T0, 2000) == (T0, T0 + pd.Timedelta(minutes=250))  # 2,000 x 250 = 500,000 candles

@@ -61,3 +61,24 @@ def test_without_a_version_in_force_an_unreadable_table_stops_the_query(monkeypa
     monkeypatch.setattr(thresholds, "latest_thresholds", lambda spark, settings: (_ for _ in ()).throw(OSError("gone")))
     with pytest.raises(OSError):
         thresholds.ThresholdsReader()(None, None)
+
+
+def test_only_the_versions_that_can_still_be_used_reach_the_driver(spark):
+    versions = pd.DataFrame(
+        [
+            row("A", 1),  # older than A's newest usable version: never used again
+            row("A", 2, ret_scale=2.0),
+            row("A", 3, ret_scale=math.nan),
+            row("B", 1),
+            row("B", 2, trades_center=math.nan),  # usable (no typical trade count), but not surely so: B v1 stays
+            row("C", 1, volume_scale=-1.0),
+            row("D", 1, train_rows=10),
+            row("D", 2, train_rows=10_000, win_max_range_limit=math.inf),
+        ]
+    )
+    config = DetectionConfig()
+    candidates = thresholds._candidates(spark.createDataFrame(versions), config).toPandas()
+    assert sorted(zip(candidates["symbol"], candidates["version"], strict=True)) == [
+        ("A", 2), ("A", 3), ("B", 1), ("B", 2), ("C", 1), ("D", 1), ("D", 2),
+    ]  # fmt: skip
+    pd.testing.assert_frame_equal(usable_latest(candidates, config), usable_latest(versions, config))

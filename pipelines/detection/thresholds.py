@@ -21,7 +21,7 @@ from expectations.suites import thresholds_suite, validate
 from lakehouse.delta_io import append, as_spark, log_version, read_range, read_table, to_pandas
 from lakehouse.settings import Settings
 from lakehouse.tables import CANDLE_COLUMNS, GOLD_THRESHOLDS, SILVER_CANDLES
-from pipelines.detection.maths import THRESHOLD_COLUMNS, DetectionConfig, degenerate, train
+from pipelines.detection.maths import POSITIVE_COLUMNS, THRESHOLD_COLUMNS, DetectionConfig, degenerate, train
 from pipelines.layers.gold import thresholds_rows
 from pipelines.streaming.failures import first_line
 
@@ -119,8 +119,22 @@ def export_json(settings: Settings, rows: pd.DataFrame) -> Path:
 
 def latest_thresholds(spark: SparkSession, settings: Settings) -> pd.DataFrame:
     """Per symbol, the row of the newest usable version that includes it (see `usable_latest`)."""
-    versions = read_table(spark, settings, GOLD_THRESHOLDS).toPandas()
-    return usable_latest(versions, DetectionConfig.from_settings(settings))
+    config = DetectionConfig.from_settings(settings)
+    return usable_latest(to_pandas(_candidates(read_table(spark, settings, GOLD_THRESHOLDS), config)), config)
+
+
+def _candidates(versions: DataFrame, config: DetectionConfig) -> DataFrame:
+    """Per symbol, its rows from its newest surely usable one on: the older ones can never be used again, so they
+    stay out of the driver (a nightly recalibration of 2,000 symbols adds 730,000 rows a year). The test here is
+    stricter than `degenerate`, so the row `usable_latest` picks is always among these."""
+    sure = F.col("train_rows") >= config.min_train_rows
+    for column in THRESHOLD_COLUMNS:
+        value = F.col(column)
+        sure &= value.isNotNull() & ~F.isnan(value) & (F.abs(value) < float("inf"))
+        sure &= value > 0 if column in POSITIVE_COLUMNS else F.lit(True)
+    floor = F.max(F.when(sure, F.col("version"))).over(Window.partitionBy("symbol"))
+    candidates = versions.withColumn("_floor", floor)
+    return candidates.filter(F.col("_floor").isNull() | (F.col("version") >= F.col("_floor"))).drop("_floor")
 
 
 def usable_latest(versions: pd.DataFrame, config: DetectionConfig) -> pd.DataFrame:

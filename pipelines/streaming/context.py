@@ -20,12 +20,14 @@ from lakehouse.tables import CANDLE_COLUMNS
 
 
 class SilverTail:
-    def __init__(self, behind_minutes: int, ahead_minutes: int = 1440) -> None:
+    def __init__(self, behind_minutes: int, ahead_minutes: int = 1440, seed_rows: int = 500_000) -> None:
         # Kept behind each symbol's newest batch candle: history_minutes and some slack for late candles.
         self.behind = pd.Timedelta(minutes=behind_minutes)
         # A seed covers this far past the batch: a replay of old days (silver already holds what follows)
-        # reads silver about once per replayed day; a live stream, once a day.
+        # reads silver about once per replayed day; a live stream, once a day. With many symbols, less: a seed
+        # holds at most about `seed_rows` candles (2,000 symbols: 250 minutes), so memory follows symbols x window.
         self.ahead = pd.Timedelta(minutes=ahead_minutes)
+        self.seed_rows = seed_rows
         self.clear()
 
     def clear(self, version: int | None = None) -> None:
@@ -59,17 +61,17 @@ class SilverTail:
         missing = self.uncovered(bounds)
         if missing:  # one read for all of them; it covers each from the earliest first to the latest last
             first, last = bounds.loc[missing, "first"].min(), bounds.loc[missing, "last"].max()
-            self.seed(read_silver(missing, *self.seed_window(first, last)), missing, first, last)
+            self.seed(read_silver(missing, *self.seed_window(first, last, len(missing))), missing, first, last)
         return self.between(bounds.index, bounds["first"].min(), bounds["last"].max())
 
-    def seed_window(self, first: pd.Timestamp, last: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-        """The open_time range to read from silver for uncovered symbols."""
-        return first, last + self.ahead
+    def seed_window(self, first: pd.Timestamp, last: pd.Timestamp, symbols: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """The open_time range to read from silver for `symbols` uncovered symbols."""
+        return first, last + min(self.ahead, pd.Timedelta(minutes=self.seed_rows // max(symbols, 1)))
 
     def seed(self, stored: pd.DataFrame, symbols: list[str], first: pd.Timestamp, last: pd.Timestamp) -> None:
-        """`stored`: silver's candles of `symbols` in `seed_window(first, last)`."""
+        """`stored`: silver's candles of `symbols` in `seed_window(first, last, len(symbols))`."""
         self.rows = _append(self.rows[~self.rows["symbol"].isin(symbols)], stored)
-        start, end = self.seed_window(first, last)
+        start, end = self.seed_window(first, last, len(symbols))
         self.since |= dict.fromkeys(symbols, start)
         self.until |= dict.fromkeys(symbols, end)
 

@@ -42,8 +42,6 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
-        # Python workers run the detection maths (grouped pandas functions): the interpreter with its packages.
-        "spark.pyspark.python": sys.executable,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.ui.enabled": str(settings.spark_ui).lower(),
@@ -60,14 +58,17 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
     }
 
 
-def use_utc() -> None:
-    """PySpark turns timestamps into Python datetimes in the process's local zone: make that UTC, like Spark's."""
+def prepare_driver() -> None:
+    """What the driver's process must set before Spark starts. PySpark turns timestamps into Python datetimes in
+    the process's local zone: make that UTC, like Spark's. Python workers run the detection maths (grouped pandas
+    functions) with PYSPARK_PYTHON, else `python3` from PATH: make it this interpreter, which has the packages."""
     os.environ["TZ"] = "UTC"
     time.tzset()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def get_spark(settings: Settings, app_name: str = "marketlake") -> SparkSession:
-    use_utc()
+    prepare_driver()
     builder = SparkSession.builder
     for key, value in spark_conf(settings, app_name).items():
         builder = builder.config(key, value)

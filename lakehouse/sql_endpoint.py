@@ -174,10 +174,10 @@ def serve(settings: Settings) -> None:
     """The server process: register tables, start HiveThriftServer2 in this session, run until SIGTERM/SIGINT."""
     from pyspark.sql import SparkSession
 
-    from lakehouse.spark import use_utc
+    from lakehouse.spark import prepare_driver
 
     check_exposure(settings)
-    use_utc()
+    prepare_driver()
     builder = SparkSession.builder
     for key, value in SqlServer(settings).spark_conf().items():
         builder = builder.config(key, value)

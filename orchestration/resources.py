@@ -6,7 +6,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
 from lakehouse.settings import Settings
-from lakehouse.spark import ensure_tables, spark_conf, use_utc
+from lakehouse.spark import ensure_tables, prepare_driver, spark_conf
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -19,7 +19,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def lakehouse_session(pyspark: LazyPySparkResource, settings: Settings) -> SparkSession:
-    use_utc()
+    prepare_driver()
     spark = pyspark.spark_session
     ensure_tables(spark, settings)
     return spark

@@ -13,7 +13,9 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 from kafka import KafkaConsumer
+from pyspark.sql import functions as F
 
 from lakehouse.delta_io import read_table, to_pandas
 from lakehouse.services.process import free_port
@@ -25,6 +27,9 @@ from pipelines.detection.incidents import incidents
 from pipelines.detection.market import MarketConfig, period_incidents
 from pipelines.ingestion.kafka_io import make_producer
 from pipelines.ingestion.replay import replay
+from pipelines.layers.bronze import read_topic
+from pipelines.streaming import batch
+from pipelines.streaming.batch import process_batch
 from pipelines.streaming.query import start_stream
 from tests.test_stream import crash_day, prepare, send
 from tests.test_stream_recovery import start_stream_process, stop, stored_keys, wait_for
@@ -211,3 +216,28 @@ def test_alerts_test_reaches_the_topic_and_tail_shows_it(kafka_settings):
     lines = follow(settings, threading.Event(), from_beginning=True)
     assert next(lines).startswith("test      HIGH   marketlake test alert test-20260101T000000: this sink")
     lines.close()  # closes the consumer
+
+
+def test_a_crash_at_the_incidents_commit_loses_no_incident(spark, kafka_settings, monkeypatch):
+    """Silver is written beside the scoring, so a batch can die with its candles in silver but neither in the
+    incidents nor in gold (committed after them): the re-run scores them again and folds them in."""
+    settings = kafka_settings
+    prepare(spark, settings)
+    send(settings, crash_day(hours=6))
+    records = read_topic(spark, settings).cache()
+
+    def killed(*args, **kwargs):
+        raise OSError("killed at the incidents commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch, "merge_into", killed)
+        with pytest.raises(OSError):
+            process_batch(spark, settings, records, batch_id=0)
+    day = F.col("open_time") >= F.lit(datetime(2025, 2, 3))
+    assert read_table(spark, settings, SILVER_CANDLES).filter(day).count() == 720
+    assert read_table(spark, settings, GOLD_SCORES).count() == read_table(spark, settings, GOLD_INCIDENTS).count() == 0
+
+    rerun = process_batch(spark, settings, records, batch_id=0)  # after the restart: a new query state
+    assert (rerun.new_candles, rerun.scored) == (0, 720) and rerun.incidents > 0
+    assert read_table(spark, settings, GOLD_SCORES).count() == 720
+    assert_incidents_are_the_evaluations(spark, settings)

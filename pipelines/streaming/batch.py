@@ -8,11 +8,12 @@ Exactly once, end to end:
   batch replayed after a crash is not written twice;
 - silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
-After gold.scores, the batch's scored minutes are folded into gold.incidents and gold.market_incidents (MERGE on
-their ids: a replayed batch rewrites the same rows or none) and the alerts of what changed are sent and recorded
-in gold.alerts (see pipelines.alerts.dispatch for what is guaranteed).
-Bronze, quarantine and silver are written beside the scoring, on other threads. Whichever commits first, a batch
-re-run after a crash scores what gold lacks: its candles that silver already holds are looked up in gold.
+The batch's scored minutes are folded into gold.incidents and gold.market_incidents (MERGE on their ids: a
+replayed batch rewrites the same rows or none) and the alerts of what changed are sent and recorded in gold.alerts
+(see pipelines.alerts.dispatch for what is guaranteed), then gold.scores is appended: a batch re-run after a crash
+in between scores again what gold lacks (its candles that silver already holds are looked up in gold), and the
+incidents skip the minutes they hold. Bronze, quarantine and silver are written beside the scoring, on other
+threads.
 Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
 one: a recalibration applies from the next batch on, without a restart.
 What a failed batch leads to: see pipelines.streaming.failures.
@@ -257,34 +258,31 @@ def _gold(
     config: DetectionConfig,
     result: BatchResult,
 ) -> None:
-    """Score the batch's candles that gold lacks and append them, then fold the batch's gold rows into the
-    incidents."""
+    """Score the batch's candles that gold lacks, fold them into the incidents, then append them to gold."""
     # Candles new to silver are not in gold either, except when this very batch crashed after its gold commit:
     # then its gold append is skipped whole (same txnVersion). The other candles (duplicates, a batch re-run after
     # a crash after its silver commit) are looked up in gold.
-    seen, stored = _absent(valid, new_in_silver), valid.iloc[:0]
+    seen = _absent(valid, new_in_silver)
     if not seen.empty:
         with result.timed("gold_read"):
             symbols = sorted(seen["symbol"].unique())
             first, last = seen["open_time"].min(), seen["open_time"].max()
-            rows = to_pandas(read_range(spark, settings, GOLD_SCORES, symbols, first, last, inclusive=True))
-            stored = rows.merge(seen[["symbol", "open_time"]], on=["symbol", "open_time"])
-            seen = _absent(seen, stored)
-    gold = valid.iloc[:0]
-    if not (new_in_silver.empty and seen.empty):
-        with result.timed("thresholds"):
-            thresholds = state.thresholds(spark, settings)
-        with result.timed("score"):
-            gold = score_rows(score_after(context, pd.concat([new_in_silver, seen]), thresholds, config))
-        with result.timed("gold_write"):
-            append_once(spark, settings, GOLD_SCORES, gold, app_id, batch_id)
-        result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
-        result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
-    # Rows gold held already are folded in too: a re-run after a crash between the gold and the incidents commits
-    # needs them, and the incidents skip the minutes they hold (their scored_through watermark).
-    scored = pd.concat([t for t in (gold, stored) if not t.empty] or [gold])
-    if not scored.empty:
-        _incidents(spark, settings, scored, state, result)
+            keys = read_range(spark, settings, GOLD_SCORES, symbols, first, last, GOLD_SCORES.keys, inclusive=True)
+            seen = _absent(seen, to_pandas(keys))
+    to_score = pd.concat([new_in_silver, seen])
+    if to_score.empty:
+        return
+    with result.timed("thresholds"):
+        thresholds = state.thresholds(spark, settings)
+    with result.timed("score"):
+        gold = score_rows(score_after(context, to_score, thresholds, config))
+    result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
+    result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
+    # The incidents are committed before gold: a batch re-run after a crash between the two finds its candles
+    # missing from gold and scores them again, and the incidents skip the minutes they hold (their watermark).
+    _incidents(spark, settings, gold, state, result)
+    with result.timed("gold_write"):
+        append_once(spark, settings, GOLD_SCORES, gold, app_id, batch_id)
 
 
 def _incidents(

@@ -187,8 +187,11 @@ def test_kill_9_mid_replay_then_restart_sends_each_alert_once_unless_caught_betw
     try:
         replay(candles[200 + sent[0].sent :], producer, settings.kafka_topic, progress=False)
         producer.close()
-        # Silver commits last in a micro-batch, after its incidents and alerts.
-        done = lambda: len(stored_keys(spark, settings, SILVER_CANDLES)) == len(candles)  # noqa: E731
+
+        # gold.scores commits after a micro-batch's incidents and alerts, silver beside them: wait for both.
+        def done() -> bool:
+            return all(len(stored_keys(spark, settings, t)) == len(candles) for t in (GOLD_SCORES, SILVER_CANDLES))
+
         wait_for(done, 300, "every candle through the stream", log)
         stored = assert_incidents_are_the_evaluations(spark, settings)
         must, may = expected_alerts(spark, settings, stored)

@@ -189,9 +189,8 @@ def test_kill_9_mid_replay_then_restart_sends_each_alert_once_unless_caught_betw
         producer.close()
 
         # gold.scores commits after a micro-batch's incidents and alerts, silver beside them: wait for both.
-        def done() -> bool:
-            return all(len(stored_keys(spark, settings, t)) == len(candles) for t in (GOLD_SCORES, SILVER_CANDLES))
-
+        # Silver commits last in a micro-batch, after its incidents and alerts.
+        done = lambda: len(stored_keys(spark, settings, SILVER_CANDLES)) == len(candles)  # noqa: E731
         wait_for(done, 300, "every candle through the stream", log)
         stored = assert_incidents_are_the_evaluations(spark, settings)
         must, may = expected_alerts(spark, settings, stored)
@@ -222,8 +221,8 @@ def test_alerts_test_reaches_the_topic_and_tail_shows_it(kafka_settings):
 
 
 def test_a_crash_at_the_incidents_commit_loses_no_incident(spark, kafka_settings, monkeypatch):
-    """Silver is written beside the scoring, so a batch can die with its candles in silver but neither in the
-    incidents nor in gold (committed after them): the re-run scores them again and folds them in."""
+    """A batch that dies with its scores in gold but not yet folded into the incidents (silver, written last, does
+    not hold its candles): the re-run scores them again, its gold append is skipped whole, and they are folded in."""
     settings = kafka_settings
     prepare(spark, settings)
     send(settings, crash_day(hours=6))
@@ -237,10 +236,11 @@ def test_a_crash_at_the_incidents_commit_loses_no_incident(spark, kafka_settings
         with pytest.raises(OSError):
             process_batch(spark, settings, records, batch_id=0)
     day = F.col("open_time") >= F.lit(datetime(2025, 2, 3))
-    assert read_table(spark, settings, SILVER_CANDLES).filter(day).count() == 720
-    assert read_table(spark, settings, GOLD_SCORES).count() == read_table(spark, settings, GOLD_INCIDENTS).count() == 0
+    assert read_table(spark, settings, GOLD_SCORES).count() == 720
+    assert read_table(spark, settings, SILVER_CANDLES).filter(day).count() == 0
+    assert read_table(spark, settings, GOLD_INCIDENTS).count() == 0
 
     rerun = process_batch(spark, settings, records, batch_id=0)  # after the restart: a new query state
-    assert (rerun.new_candles, rerun.scored) == (0, 720) and rerun.incidents > 0
-    assert read_table(spark, settings, GOLD_SCORES).count() == 720
+    assert (rerun.new_candles, rerun.scored) == (720, 720) and rerun.incidents > 0
+    assert read_table(spark, settings, GOLD_SCORES).count() == 720  # the gold append of the re-run: skipped
     assert_incidents_are_the_evaluations(spark, settings)

@@ -53,7 +53,7 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path):
 
 def assert_exact(spark, settings, candles, log):
     expected = sorted({(c["symbol"], c["open_time"]) for c in candles})
-    # Silver and gold commit in either order within a micro-batch: wait for both.
+    # Gold commits before silver within a micro-batch: wait for both.
     wait_for(lambda: len(gold_keys(spark, settings)) >= len(expected), 300, "gold to hold every candle", log)
     silver_keys = lambda: stored_keys(spark, settings, SILVER_CANDLES)  # noqa: E731
     wait_for(lambda: len(silver_keys()) >= len(expected), 60, "silver to hold every candle", log)

@@ -8,12 +8,10 @@ Exactly once, end to end:
   batch replayed after a crash is not written twice;
 - silver and gold are written only for keys they do not hold yet, so duplicates and late copies of a candle
   (a replay overlapping live data) are resolved on (symbol, open_time), never doubled.
-The batch's scored minutes are folded into gold.incidents and gold.market_incidents (MERGE on their ids: a
-replayed batch rewrites the same rows or none) and the alerts of what changed are sent and recorded in gold.alerts
-(see pipelines.alerts.dispatch for what is guaranteed), then gold.scores is appended: a batch re-run after a crash
-in between scores again what gold lacks (its candles that silver already holds are looked up in gold), and the
-incidents skip the minutes they hold. Bronze, quarantine and silver are written beside the scoring, on other
-threads.
+After gold.scores, the batch's scored minutes are folded into gold.incidents and gold.market_incidents (MERGE on
+their ids: a replayed batch rewrites the same rows or none) and the alerts of what changed are sent and recorded
+in gold.alerts (see pipelines.alerts.dispatch for what is guaranteed), before silver: a crash re-runs the batch,
+which scores again.
 Every micro-batch checks gold.thresholds for a new commit (a listing of its log) and re-reads it when there is
 one: a recalibration applies from the next batch on, without a restart.
 What a failed batch leads to: see pipelines.streaming.failures.
@@ -149,8 +147,8 @@ def process_batch(
 
     `app_id` names the writer for Delta's idempotent appends: the stream passes its query id, which lives in
     its checkpoint, so a new checkpoint (batch ids from 0 again) is a new writer and is not skipped.
-    Bronze and quarantine are written from the start, silver from when the detection context is known, beside
-    the scoring and gold. All are committed before the batch returns (and its offsets commit)."""
+    Gold is written first, as it is what readers wait for; then bronze, quarantine and silver. All are committed
+    before the batch returns (and its offsets commit)."""
     started = time.perf_counter()
     config = DetectionConfig.from_settings(settings)
     state = state or QueryState(settings)
@@ -168,21 +166,8 @@ def process_batch(
             .sort_values("kafka_timestamp", kind="stable")
             .drop_duplicates(["symbol", "open_time"], keep="first")
         )
-        # Each commit is mostly waiting: bronze and quarantine start at once, silver as soon as the batch's new
-        # candles are known, and both run beside the scoring and gold (what readers wait for).
-        with ThreadPoolExecutor(max_workers=2) as writers:
-            writes = [writers.submit(_write_raw, spark, settings, bronze, parsed, batch_id, app_id, result)]
-            if len(valid):
-                with result.timed("context"):
-                    context = _context(spark, settings, state.tail, valid, config.history_minutes)
-                new_in_silver = _absent(valid, context)
-                result.new_candles = len(new_in_silver)
-                writes.append(
-                    writers.submit(_write_silver, spark, settings, new_in_silver, batch_id, app_id, state.tail, result)
-                )
-                _gold(spark, settings, valid, context, new_in_silver, batch_id, app_id, state, config, result)
-            for write in writes:
-                write.result()
+        new_in_silver = _gold(spark, settings, valid, batch_id, app_id, state, config, result) if len(valid) else valid
+        _copies(spark, settings, bronze, parsed, new_in_silver, batch_id, app_id, state.tail, result)
         if len(valid):
             state.tail.trim(valid)
     finally:
@@ -250,15 +235,17 @@ def _gold(
     spark: SparkSession,
     settings: Settings,
     valid: pd.DataFrame,
-    context: pd.DataFrame,
-    new_in_silver: pd.DataFrame,
     batch_id: int,
     app_id: str,
     state: QueryState,
     config: DetectionConfig,
     result: BatchResult,
-) -> None:
-    """Score the batch's candles that gold lacks, fold them into the incidents, then append them to gold."""
+) -> pd.DataFrame:
+    """Score the batch's candles that gold lacks and append them; returns the candles that silver lacks."""
+    with result.timed("context"):
+        context = _context(spark, settings, state.tail, valid, config.history_minutes)
+    new_in_silver = _absent(valid, context)
+    result.new_candles = len(new_in_silver)
     # Candles new to silver are not in gold either, except when this very batch crashed after its gold commit:
     # then its gold append is skipped whole (same txnVersion). The other candles (duplicates, a batch re-run after
     # a crash after its silver commit) are looked up in gold.
@@ -271,18 +258,17 @@ def _gold(
             seen = _absent(seen, to_pandas(keys))
     to_score = pd.concat([new_in_silver, seen])
     if to_score.empty:
-        return
+        return new_in_silver
     with result.timed("thresholds"):
         thresholds = state.thresholds(spark, settings)
     with result.timed("score"):
         gold = score_rows(score_after(context, to_score, thresholds, config))
-    result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
-    result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
-    # The incidents are committed before gold: a batch re-run after a crash between the two finds its candles
-    # missing from gold and scores them again, and the incidents skip the minutes they hold (their watermark).
-    _incidents(spark, settings, gold, state, result)
     with result.timed("gold_write"):
         append_once(spark, settings, GOLD_SCORES, gold, app_id, batch_id)
+    result.scored, result.anomalies = len(gold), int(gold["is_anomaly"].sum())
+    result.thresholds_versions = tuple(sorted(int(v) for v in gold["thresholds_version"].dropna().unique()))
+    _incidents(spark, settings, gold, state, result)
+    return new_in_silver
 
 
 def _incidents(
@@ -290,7 +276,7 @@ def _incidents(
 ) -> None:
     """Fold the scored minutes into the incidents (symbols' incidents marked as moving with the market or on their
     own), send the alerts of what changed, then merge gold.incidents and gold.market_incidents and record the
-    alerts in gold.alerts (a crash re-runs the batch: the same incidents, the same alerts)."""
+    alerts in gold.alerts, all before silver (a crash re-runs the batch: the same incidents, the same alerts)."""
     with result.timed("incidents"):
         if state.incidents is None:  # after a start or a failed attempt: from the tables, never from memory
             _load_incidents(spark, settings, gold, state)
@@ -378,34 +364,32 @@ def _context(
     return tail.context(valid, history_minutes, log_version(spark, settings, SILVER_CANDLES), read_silver)
 
 
-def _write_raw(
+def _copies(
     spark: SparkSession,
     settings: Settings,
     bronze: DataFrame,
     parsed: DataFrame,
-    batch_id: int,
-    app_id: str,
-    result: BatchResult,
-) -> None:
-    with result.timed("bronze_write"):
-        append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
-        if result.quarantined:
-            append_once(spark, settings, SILVER_QUARANTINE, quarantined(parsed), app_id, batch_id)
-
-
-def _write_silver(
-    spark: SparkSession,
-    settings: Settings,
     new_in_silver: pd.DataFrame,
     batch_id: int,
     app_id: str,
     tail: SilverTail,
     result: BatchResult,
 ) -> None:
-    if not new_in_silver.empty:
-        with result.timed("silver_write"):
-            append_once(spark, settings, SILVER_CANDLES, new_in_silver, app_id, batch_id)
-        tail.committed(new_in_silver, log_version(spark, settings, SILVER_CANDLES))
+    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting."""
+
+    def write_raw() -> None:
+        with result.timed("bronze_write"):
+            append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
+            if result.quarantined:
+                append_once(spark, settings, SILVER_QUARANTINE, quarantined(parsed), app_id, batch_id)
+
+    with ThreadPoolExecutor(max_workers=1) as raw_writer:
+        raw = raw_writer.submit(write_raw)
+        if not new_in_silver.empty:
+            with result.timed("silver_write"):
+                append_once(spark, settings, SILVER_CANDLES, new_in_silver, app_id, batch_id)
+            tail.committed(new_in_silver, log_version(spark, settings, SILVER_CANDLES))
+        raw.result()
 
 
 def _absent(candles: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:

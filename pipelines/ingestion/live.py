@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -71,6 +71,10 @@ class LiveOptions:
     recv_timeout_s: float = 1.0
     connect_timeout_s: float = 10.0
     stats_every_s: float = 60.0
+    # Closed candles arrive in bursts (every symbol closes at the minute): a closed candle waits up to batch_s for
+    # the rest of its burst, so one Kafka publish (which waits for the broker's acknowledgement) carries many.
+    batch_s: float = 0.05
+    batch_max: int = 1000
 
 
 @dataclass
@@ -182,6 +186,8 @@ class LiveProducer:
         self._listing: set[str] = set()  # added with a `since`, first event not seen yet
         self._lock = threading.Lock()  # symbols and pending changes (other threads add/remove); fill counters
         self._request_id = 0
+        self._outbox: list[dict[str, Any]] = []  # closed candles from the stream, not published yet
+        self._outbox_since = 0.0
 
     def add(self, symbols: Iterable[str], since: dict[str, int] | None = None) -> None:
         """Subscribe to more symbols (from another thread); `since`: a listing's first possible minute per symbol,
@@ -241,6 +247,7 @@ class LiveProducer:
                     log.warning("%s: connection lost: %s", self.name, exc or type(exc).__name__)
                 finally:
                     ws.close(timeout=1)
+                    self._publish_outbox()
                 if time.monotonic() - opened >= self.options.healthy_after_s:
                     attempt = 0
                 if not planned and not self.stop.is_set():
@@ -272,6 +279,10 @@ class LiveProducer:
                 return True
             if self._changes:
                 self._send_changes(ws, pacer)
+            due = self._outbox_since + self.options.batch_s - now
+            if self._outbox and (due <= 0 or len(self._outbox) >= self.options.batch_max):
+                self._publish_outbox()
+            ws.settimeout(min(self.options.recv_timeout_s, due) if self._outbox else self.options.recv_timeout_s)
             try:
                 opcode, frame = ws.recv_data_frame(True)
             except websocket.WebSocketTimeoutException:
@@ -284,6 +295,12 @@ class LiveProducer:
             if opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY):
                 self.handle(frame.data)
         return False
+
+    def _publish_outbox(self) -> None:
+        if self._outbox:
+            batch, self._outbox = self._outbox, []
+            self._send(batch)
+            self.stats.published += len(batch)
 
     def _send_changes(self, ws: websocket.WebSocket, pacer: RateLimiter) -> None:
         """Send the pending SUBSCRIBE/UNSUBSCRIBE requests, in order, paced under Binance's message limit."""
@@ -328,12 +345,13 @@ class LiveProducer:
         if open_time < self.next_open[symbol]:
             self.stats.duplicates += 1
             return
-        self._send(event.candle)
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
+        self._outbox.append(event.candle)
         self.next_open[symbol] = open_time + self.step_ms
-        self.stats.published += 1
 
-    def _send(self, candle: Mapping[str, Any]) -> None:
-        publish(self.producer, self.settings.kafka_topic, [candle])
+    def _send(self, candles: list[dict[str, Any]]) -> None:
+        publish(self.producer, self.settings.kafka_topic, candles)
 
     def fill_gap(
         self, symbol: str, start: int, end: int, listing: bool = False, rest: BinanceRest | None = None
@@ -348,6 +366,7 @@ class LiveProducer:
         try:
             for page_start, page_end in pages_newest_first(start, end, self.step_ms):
                 cursor = page_start  # REST answers in time order: never send a minute twice
+                page: list[dict[str, Any]] = []
                 for row in rest.klines(symbol, self.settings.interval, page_start, page_end):
                     try:
                         candle = from_kline_row(symbol, row, "gapfill", self.settings.interval)
@@ -356,10 +375,12 @@ class LiveProducer:
                         log.warning("%s: REST row of %s is not a candle (%s); skipped", self.name, symbol, exc)
                         continue
                     if cursor <= candle["open_time"] < page_end:
-                        self._send(candle)
+                        page.append(candle)
                         cursor = candle["open_time"] + self.step_ms
-                        first = min(first, candle["open_time"])
-                        filled += 1
+                if page:
+                    self._send(page)
+                    first = min(first, page[0]["open_time"])
+                    filled += len(page)
         except (BinanceRestError, requests.RequestException) as exc:
             log.error("%s: gap fill of %s stopped: %s", self.name, symbol, exc)
         if listing:

@@ -4,6 +4,10 @@ through a real Kafka broker, across forced disconnects, a listing and a delistin
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from itertools import chain
@@ -11,6 +15,7 @@ from itertools import chain
 import pytest
 import websocket
 
+from lakehouse.settings import PROJECT_ROOT
 from marketlake.binance_server import (
     BinanceServer,
     delivery,
@@ -203,3 +208,33 @@ def test_whole_usdt_market_survives_disconnects_a_listing_and_a_delisting(kafka_
     assert server.peak_weight <= 3000 and 429 not in {status for _, status, _ in server.rest_log}
     assert [r["params"] for r in server.requests if r["method"] == "UNSUBSCRIBE"] == [["s0007usdt@kline_1m"]]
     assert len(server.rest_log) > 2 * 2000  # the two outages' fills, weight-paced over several 5-s windows
+
+
+def test_produce_command_with_a_quote_streams_only_that_quote(kafka_settings):
+    settings = kafka_settings
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "MARKETLAKE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MARKETLAKE_KAFKA_TOPIC": settings.kafka_topic,
+        "MARKETLAKE_LIVE_SHARD_SIZE": "20",
+    }
+    rows = market_rows(50, minutes=600) | market_rows(10, minutes=600, quote="BTC")
+    with BinanceServer(rows, minute_s=0.1) as server:
+        command = [sys.executable, "-m", "marketlake.cli", "produce", "--quote", "usdt"]
+        command += ["--ws-url", server.ws_url, "--rest-url", server.rest_url]
+        proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            server.wait_minute(60)
+            connections = server.connections
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0].decode()
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "every TRADING USDT symbol" in out and connections == 3  # 50 symbols in shards of 20
+    candles = [c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part]
+    assert {c["symbol"] for c in candles} == {f"S{i:04d}USDT" for i in range(1, 51)}
+    for symbol in ("S0001USDT", "S0050USDT"):  # a gap-free run of minutes from the first one it saw
+        times = sorted(c["open_time"] for c in candles if c["symbol"] == symbol)
+        assert times == list(range(times[0], times[0] + 60_000 * len(times), 60_000)) and len(times) >= 40

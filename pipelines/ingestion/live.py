@@ -340,9 +340,10 @@ class LiveProducer:
             # The gap's minutes now belong to the fill, the stream's to the stream: none is sent twice.
             self.next_open[symbol] = open_time
             self.fill(self, symbol, expected, open_time, listing)
+            expected = open_time
         if not event.closed:
             return
-        if open_time < self.next_open[symbol]:
+        if open_time < expected:
             self.stats.duplicates += 1
             return
         if not self._outbox:

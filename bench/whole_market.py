@@ -7,8 +7,9 @@ Starts a Kafka broker of its own on free ports (stopped at the end) and the loop
 (default 2.0), MINUTES market minutes (default 30) and UPDATES_PER_MINUTE forming-candle updates per minute before
 each close (default 1). The producer runs as `marketlake produce --quote USDT` would (shards of 200). Every
 connection is cut twice, at a third and at two thirds of the run (outages of 3 s and 1 s).
-Prints: candles/s the server offered and the producer sustained, how late the live closed candles reached the
-producer after their close (p50/p99/max), the producer's counters, and candles lost and doubled in the topic.
+Prints: candles/s the server offered and the average into Kafka, how late the live closed candles reached the
+producer after their close (p50/p99/max: the producer keeps up while these stay well under a market minute), the
+REST weight used and any limit hit, the producer's counters, and candles lost and doubled in the topic.
 """
 
 import sys
@@ -58,6 +59,8 @@ with tempfile.TemporaryDirectory() as home:
             wall_of_start = time.time() - (time.monotonic() - server.started_at)
             run_s = ended - server.started_at
             base = server.base
+            rest = (len(server.rest_log), sum(status == 429 for _, status, _ in server.rest_log), server.peak_weight)
+            refused = (server.closed_for_rate, server.refused_attempts)
         candles = [
             c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part
         ]
@@ -76,8 +79,12 @@ print(
 )
 print(
     f"offered {len(expected) / run_s:.0f} closed candles/s ({len(expected) * (updates + 1) / run_s:.0f} messages/s); "
-    f"sustained {d.received / (run_s + caught_up_s):.0f} candles/s into Kafka "
-    f"(the topic was complete {caught_up_s:.1f} s after the last close)"
+    f"{d.received / (run_s + caught_up_s):.0f} candles/s into Kafka on average until the topic was complete, "
+    f"{caught_up_s:.1f} s after the last close (gap fills wait for the REST weight budget)"
+)
+print(
+    f"REST: {rest[0]} requests, {rest[1]} answered 429, peak weight {rest[2]} of 6000 in a minute; "
+    f"connections closed for their message rate {refused[0]}, connection attempts refused {refused[1]}"
 )
 print(
     f"live candles reached the producer after their close: p50 {np.percentile(lags, 50):.2f} s, "

@@ -52,6 +52,15 @@ class Settings:
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_rest_url: str = "https://api.binance.com"
 
+    # Whole-market live producer (issue #16, pipelines/ingestion/whole_market.py). live_quote "" streams `symbols`;
+    # a quote asset ("USDT") streams every TRADING symbol quoted in it, "*" every TRADING symbol, read from
+    # exchangeInfo again every live_refresh_minutes. Streams per WebSocket connection (Binance allows 1024), and
+    # threads filling gaps from REST (each waits when the IP's used weight nears its limit).
+    live_quote: str = ""
+    live_shard_size: int = 200
+    live_refresh_minutes: float = 5.0
+    live_gapfill_workers: int = 4
+
     # SQL and dashboards: the Spark Thrift (HiveServer2) endpoint, Superset, and the engine Superset queries.
     sql_port: int = 10000
     # Where the SQL endpoint listens, and its one account: no default password; one is required off loopback.
@@ -105,6 +114,8 @@ class Settings:
             object.__setattr__(self, "checkpoint_root", f"{self.lakehouse_root.rstrip('/')}/_checkpoints")
         if not self.dagster_home:
             object.__setattr__(self, "dagster_home", str(Path(self.home) / "dagster"))
+        if not 1 <= self.live_shard_size <= 1024:
+            raise ValueError(f"MARKETLAKE_LIVE_SHARD_SIZE={self.live_shard_size}: Binance allows 1 to 1024 streams")
         if self.producer not in {"live", "replay", "off"}:
             raise ValueError(f"MARKETLAKE_PRODUCER={self.producer!r}: use live, replay or off")
         for name in ("alerts_kafka_min_confidence", "alerts_webhook_min_confidence"):

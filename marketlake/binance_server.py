@@ -1,12 +1,21 @@
 """A loopback server that speaks Binance's market-data formats, fed with real candles from the bundled sample.
 
-- WebSocket: combined streams at `/stream?streams=<symbol>@kline_1m/...`; each message is
+- WebSocket: combined streams at `/stream?streams=<symbol>@kline_1m/...`, or the base `/stream` endpoint with
+  SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS requests (`{"method": ..., "params": [...], "id": N}`, answered
+  `{"result": ..., "id": N}`), within Binance's limits: more than 1024 streams on a connection is refused with an
+  error, more than 5 incoming messages in a second closes the connection, more than 300 connection attempts in 5
+  minutes are refused with 429. Each message is
   `{"stream": ..., "data": {"e": "kline", "E": ..., "s": ..., "k": {t,T,s,i,f,L,o,c,h,l,v,n,x,q,V,Q,B}}}` with
   prices and volumes as strings and times, trade ids and counts as integers, exactly like Binance. Every minute
   brings `updates_per_minute` updates of the forming candle (x=false) and then the closed candle (x=true).
   The server pings every `ping_interval_s` and drops a client whose pong is late, as Binance does.
 - REST: `GET /api/v3/klines` with symbol, interval, startTime, endTime (inclusive), limit (<= 1000), answering
-  12-field arrays, the minute in progress with its partial values, and the `X-MBX-USED-WEIGHT-1M` header.
+  12-field arrays, the minute in progress with its partial values; `GET /api/v3/exchangeInfo` (symbols with
+  status/baseAsset/quoteAsset, rateLimits, serverTime). Every answer carries the used request weight of the
+  current window (`X-MBX-USED-WEIGHT-1M` for Binance's minute); past the limit, 429 with Retry-After.
+- Symbols: real ones, or `market_rows`' renamed copies of the real sample (S0001USDT, ...), as many as wanted;
+  `list_symbol` / `delist` on demand (a listing trades from the next minute, a delisting stops the minute in
+  progress from ever closing; both show in exchangeInfo).
 
 Market time is simulated: a minute lasts `minute_s` seconds and the clock starts when the first client connects
 (so a producer started against the server is responsible for every candle), and keeps moving while clients are
@@ -42,12 +51,16 @@ from websockets.http11 import Request, Response
 
 from lakehouse.settings import PROJECT_ROOT, Settings
 from pipelines.ingestion.archives import ArchiveFile
-from pipelines.ingestion.binance_rest import KLINES_PATH, WEIGHT_HEADER
+from pipelines.ingestion.binance_rest import KLINES_PATH
+from pipelines.ingestion.exchange_info import EXCHANGE_INFO_PATH, EXCHANGE_INFO_WEIGHT
 from pipelines.ingestion.live import LiveOptions, produce_live
+from pipelines.ingestion.shards import MAX_STREAMS_PER_CONNECTION, kline_stream, symbol_of
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 MINUTE_MS = 60_000
 KLINES_WEIGHT = 2  # weight Binance charges for one /api/v3/klines request
+QUOTES = ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB")
+MESSAGES_PER_S = 5  # incoming messages a connection may send in a second
 
 
 def sample_rows(
@@ -58,6 +71,14 @@ def sample_rows(
         symbol: list(ArchiveFile.parse(SAMPLE / "futures-um" / f"{symbol}-1m-{day}.zip").rows())[:minutes]
         for symbol in symbols
     }
+
+
+def market_rows(n: int, minutes: int | None = None, quote: str = "USDT", first: int = 1) -> dict[str, list[list[str]]]:
+    """`n` synthetic symbols S0001<quote>, S0002<quote>, ... (from `first`), each a renamed copy of FILUSDT's or
+    NEARUSDT's real candles of 2025-02-03 (the copies share the rows: 2,000 symbols cost no more memory than 2)."""
+    real = sample_rows(minutes=minutes)
+    sources = [real["FILUSDT"], real["NEARUSDT"]]
+    return {f"S{i:04d}{quote}": sources[i % 2] for i in range(first, first + n)}
 
 
 def _like(value: float, template: str) -> str:
@@ -129,9 +150,20 @@ class BinanceServer:
         updates_per_minute: int = 3,
         ping_interval_s: float = 0.5,
         pong_timeout_s: float = 10.0,
+        unlisted: Iterable[str] = (),
+        weight_limit: int = 6000,
+        weight_window_s: int = 60,
+        max_connects: int = 300,
+        connect_window_s: float = 300.0,
     ) -> None:
-        self.rows = {s.upper(): sorted((list(r) for r in rs), key=lambda r: int(r[0])) for s, rs in rows.items()}
-        self._open_times = {s: [int(r[0]) for r in rs] for s, rs in self.rows.items()}
+        # Symbols that share one list of rows (market_rows' copies) share its sorted copy and open times too.
+        ordered: dict[int, tuple[list[list[str]], list[int]]] = {}
+        for rs in rows.values():
+            if id(rs) not in ordered:
+                sorted_rows = sorted((list(r) for r in rs), key=lambda r: int(r[0]))
+                ordered[id(rs)] = (sorted_rows, [int(r[0]) for r in sorted_rows])
+        self.rows = {s.upper(): ordered[id(rs)][0] for s, rs in rows.items()}
+        self._open_times = {s.upper(): ordered[id(rs)][1] for s, rs in rows.items()}
         self.base = min(times[0] for times in self._open_times.values())
         self.minutes = (max(times[-1] for times in self._open_times.values()) - self.base) // MINUTE_MS + 1
         self.minute_s = minute_s
@@ -144,10 +176,22 @@ class BinanceServer:
         self.dropped_at: list[float] = []
         self.pongs = 0
         self.rest_log: list[tuple[float, int, dict[str, str]]] = []  # (monotonic time, status, params)
+        self.peak_weight = 0  # the most weight used in one window
+        self.requests: list[dict[str, Any]] = []  # control messages received, in order
+        self.closed_for_rate = 0  # connections closed for sending more than MESSAGES_PER_S
+        self.refused_attempts = 0  # handshakes refused for too many connection attempts
+        # Trading window per symbol: [first open_time served, first open_time not served).
+        self._trading = {s: (self.base, None) for s in self.rows if s not in {u.upper() for u in unlisted}}
+        self.weight_limit, self.weight_window_s = weight_limit, weight_window_s
+        self.weight_header = "X-MBX-USED-WEIGHT-" + (
+            f"{weight_window_s // 60}M" if weight_window_s % 60 == 0 else f"{weight_window_s}S"
+        )
+        self.max_connects, self.connect_window_s = max_connects, connect_window_s
+        self._attempts: list[float] = []
         self._connections: set[ServerConnection] = set()
         self._refuse_until = 0.0
         self._rate_limits: list[int] = []
-        self._weight = (0, 0)  # (wall-clock minute, weight used in it)
+        self._weight = (0, 0)  # (wall-clock window, weight used in it)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -217,8 +261,28 @@ class BinanceServer:
             time.sleep(0.01)
 
     def keys(self) -> set[tuple[str, int]]:
-        """(symbol, open_time) of every candle served."""
-        return {(s, t) for s, times in self._open_times.items() for t in times}
+        """(symbol, open_time) of every candle served (closed while its symbol was trading)."""
+        return {(s, t) for s, times in self._open_times.items() for t in times if self.served(s, t)}
+
+    def served(self, symbol: str, open_time: int) -> bool:
+        first, end = self._trading.get(symbol, (1, 0))
+        return first <= open_time and (end is None or open_time < end)
+
+    def list_symbol(self, symbol: str) -> int:
+        """The symbol trades from the next market minute on; returns that minute's open time."""
+        first = self.base + (int(self.elapsed_minutes()) + 1) * MINUTE_MS
+        self._trading[symbol] = (first, None)
+        return first
+
+    def delist(self, symbol: str) -> int:
+        """The symbol stops trading: the minute in progress never closes; returns its open time."""
+        end = self.base + int(self.elapsed_minutes()) * MINUTE_MS
+        self._trading[symbol] = (self._trading[symbol][0], end)
+        return end
+
+    def trading(self) -> list[str]:
+        now = self.market_now_ms()
+        return sorted(s for s, (first, end) in self._trading.items() if end is None or now < end)
 
     def row(self, symbol: str, open_time: int) -> list[str]:
         times = self._open_times[symbol]
@@ -276,11 +340,13 @@ class BinanceServer:
         return len(connections)
 
     def _streams(self, path: str) -> list[str]:
-        """Symbols of a combined-stream path `/stream?streams=a@kline_1m/b@kline_1m`."""
+        """Symbols of a combined-stream path `/stream?streams=a@kline_1m/b@kline_1m` (none for the base `/stream`)."""
         parts = urlsplit(path)
         streams = parse_qs(parts.query).get("streams", [""])[0]
-        if parts.path != "/stream" or not streams:
+        if parts.path != "/stream":
             raise ValueError(f"unsupported path {path}")
+        if not streams:
+            return []
         symbols = []
         for stream in streams.split("/"):
             symbol, _, kind = stream.partition("@")
@@ -290,7 +356,12 @@ class BinanceServer:
         return symbols
 
     def _accept(self, connection: ServerConnection, request: Request) -> Response | None:
-        if time.monotonic() < self._refuse_until:
+        now = time.monotonic()
+        self._attempts = [t for t in self._attempts if t > now - self.connect_window_s] + [now]
+        if len(self._attempts) > self.max_connects:
+            self.refused_attempts += 1
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connection attempts\n")
+        if now < self._refuse_until:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "service unavailable\n")
         try:
             self._streams(request.path)
@@ -300,40 +371,80 @@ class BinanceServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        symbols = self._streams(ws.request.path)
+        symbols = set(self._streams(ws.request.path))  # this connection's subscriptions; requests change them
         if self.started_at is None:
             self.started_at = time.monotonic()
         self._connections.add(ws)
         self.connected_at.append(time.monotonic())
-        pinger = asyncio.create_task(self._ping(ws))
+        tasks = [asyncio.create_task(self._ping(ws)), asyncio.create_task(self._stream(ws, symbols))]
         try:
-            await self._stream(ws, symbols)
-            await ws.wait_closed()
+            await self._receive(ws, symbols)
         except ConnectionClosed:
             pass
         finally:
-            pinger.cancel()
+            for task in tasks:
+                task.cancel()
             self._connections.discard(ws)
 
-    async def _stream(self, ws: ServerConnection, symbols: list[str]) -> None:
-        """From the current moment to the last close: the forming candle of every symbol at each tick of the
-        minute, the closed one at its end."""
+    async def _receive(self, ws: ServerConnection, symbols: set[str]) -> None:
+        """Answer the client's requests; close the connection, as Binance does, past MESSAGES_PER_S a second."""
+        received: list[float] = []
+        async for raw in ws:
+            now = time.monotonic()
+            received = [t for t in received if t > now - 1.0] + [now]
+            if len(received) > MESSAGES_PER_S:
+                self.closed_for_rate += 1
+                await ws.close(1008, "Too many requests")
+                return
+            await ws.send(json.dumps(self._request(raw, symbols)))
+
+    def _request(self, raw: str | bytes, symbols: set[str]) -> dict[str, Any]:
+        try:
+            request = json.loads(raw)
+            method, params, request_id = request["method"], request.get("params", []), request["id"]
+        except (ValueError, KeyError, TypeError):
+            return {"error": {"code": 3, "msg": "Invalid JSON: expected an object with method and id"}, "id": None}
+        self.requests.append(request)
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(kline_stream(s, "1m") for s in symbols), "id": request_id}
+        if method not in {"SUBSCRIBE", "UNSUBSCRIBE"} or not isinstance(params, list):
+            return {"error": {"code": 2, "msg": f"Invalid request: method {method!r}"}, "id": request_id}
+        if any(not isinstance(p, str) or not p.endswith("@kline_1m") or p != p.lower() for p in params):
+            return {"error": {"code": 2, "msg": "Invalid request: unknown stream"}, "id": request_id}
+        streams = {symbol_of(p) for p in params}
+        if method == "UNSUBSCRIBE":
+            symbols -= streams
+        elif len(symbols | streams) > MAX_STREAMS_PER_CONNECTION:
+            msg = f"Invalid request: more than {MAX_STREAMS_PER_CONNECTION} streams on one connection"
+            return {"error": {"code": 2, "msg": msg}, "id": request_id}
+        else:
+            symbols |= streams
+        return {"result": None, "id": request_id}
+
+    async def _stream(self, ws: ServerConnection, symbols: set[str]) -> None:
+        """From the current moment to the last close: the forming candle of every subscribed symbol at each tick
+        of the minute, the closed one at its end."""
         assert self.started_at is not None
         tick_s = self.minute_s / self.ticks_per_minute
         tick = int((time.monotonic() - self.started_at) / tick_s)
-        while tick < self.minutes * self.ticks_per_minute:
-            delay = self.started_at + (tick + 1) * tick_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            minute, step = divmod(tick, self.ticks_per_minute)
-            open_time = self.base + minute * MINUTE_MS
-            for symbol in symbols:
-                try:
-                    row = self.row(symbol, open_time)
-                except KeyError:
-                    continue
-                await ws.send(json.dumps(kline_event(symbol, row, (step + 1) / self.ticks_per_minute)))
-            tick += 1
+        try:
+            while tick < self.minutes * self.ticks_per_minute:
+                delay = self.started_at + (tick + 1) * tick_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                minute, step = divmod(tick, self.ticks_per_minute)
+                open_time = self.base + minute * MINUTE_MS
+                for symbol in sorted(symbols):
+                    if not self.served(symbol, open_time):
+                        continue
+                    try:
+                        row = self.row(symbol, open_time)
+                    except KeyError:
+                        continue
+                    await ws.send(json.dumps(kline_event(symbol, row, (step + 1) / self.ticks_per_minute)))
+                tick += 1
+        except ConnectionClosed:
+            return
 
     async def _ping(self, ws: ServerConnection) -> None:
         try:
@@ -356,12 +467,21 @@ class BinanceServer:
         parts = urlsplit(path)
         params = {k: v[0] for k, v in parse_qs(parts.query).items()}
         with self._lock:
-            minute = int(time.time() // 60)
-            used = (self._weight[1] if self._weight[0] == minute else 0) + KLINES_WEIGHT
-            self._weight = (minute, used)
+            now = time.time()
+            window = int(now // self.weight_window_s)
+            weight = EXCHANGE_INFO_WEIGHT if parts.path == EXCHANGE_INFO_PATH else KLINES_WEIGHT
+            used = (self._weight[1] if self._weight[0] == window else 0) + weight
+            self._weight = (window, used)
             retry_after = self._rate_limits.pop(0) if self._rate_limits else None
-        headers = {WEIGHT_HEADER: str(used)}
-        status, body = self._klines(parts.path, params, retry_after, headers)
+            if used > self.weight_limit and retry_after is None:  # Binance counts refused requests too
+                retry_after = int((window + 1) * self.weight_window_s - now) + 1
+            else:
+                self.peak_weight = max(self.peak_weight, used)
+        headers = {self.weight_header: str(used)}
+        if parts.path == EXCHANGE_INFO_PATH and retry_after is None:
+            status, body = 200, self.exchange_info()
+        else:
+            status, body = self._klines(parts.path, params, retry_after, headers)
         with self._lock:
             self.rest_log.append((time.monotonic(), status, params))
         return status, body, headers
@@ -375,7 +495,7 @@ class BinanceServer:
         if path != KLINES_PATH:
             return 404, {"code": -1000, "msg": f"unknown path {path}"}
         symbol = params.get("symbol", "")
-        if symbol not in self.rows:
+        if symbol not in self._trading:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         if params.get("interval") != "1m":
             return 400, {"code": -1120, "msg": "Invalid interval."}
@@ -392,8 +512,48 @@ class BinanceServer:
         stop = bisect.bisect_right(times, end)
         # With startTime: the first `limit` from it; without: the latest `limit`, as Binance does.
         first = bisect.bisect_left(times, start) if start is not None else max(0, stop - limit)
-        rows = self.rows[symbol][first:stop][:limit]
+        rows = [r for r in self.rows[symbol][first:stop] if self.served(symbol, int(r[0]))][:limit]
         return 200, [rest_row(r, min(1.0, (now - int(r[0])) / MINUTE_MS)) for r in rows]
+
+    def exchange_info(self) -> dict[str, Any]:
+        """`/api/v3/exchangeInfo` with the fields a market-data client reads (a subset of Binance's)."""
+        minutes = self.weight_window_s % 60 == 0
+        weight = {
+            "rateLimitType": "REQUEST_WEIGHT",
+            "interval": "MINUTE" if minutes else "SECOND",
+            "intervalNum": self.weight_window_s // 60 if minutes else self.weight_window_s,
+            "limit": self.weight_limit,
+        }
+        trading = set(self.trading())
+        symbols = []
+        for symbol in sorted(self._trading):
+            quote = next((q for q in QUOTES if symbol.endswith(q)), symbol[-4:])
+            symbols.append(
+                {
+                    "symbol": symbol,
+                    "status": "TRADING" if symbol in trading else "BREAK",
+                    "baseAsset": symbol.removesuffix(quote),
+                    "baseAssetPrecision": 8,
+                    "quoteAsset": quote,
+                    "quotePrecision": 8,
+                    "quoteAssetPrecision": 8,
+                    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                    "isSpotTradingAllowed": True,
+                    "isMarginTradingAllowed": False,
+                    "permissions": [],
+                }
+            )
+        return {
+            "timezone": "UTC",
+            "serverTime": self.market_now_ms(),
+            "rateLimits": [
+                weight,
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            ],
+            "exchangeFilters": [],
+            "symbols": symbols,
+        }
 
 
 def _rest_handler(server: BinanceServer) -> type[BaseHTTPRequestHandler]:
@@ -489,10 +649,17 @@ def delivery(candles: Iterable[Mapping[str, Any]], expected: set[tuple[str, int]
 
 
 @contextmanager
-def live_producer(settings: Settings, server: BinanceServer, options: LiveOptions) -> Iterator[Future]:
-    """The producer in a thread, pointed at the server; stopped on exit (its counters are the future's result)."""
+def live_producer(
+    settings: Settings, server: BinanceServer, options: LiveOptions, **overrides: Any
+) -> Iterator[Future]:
+    """The producer in a thread, pointed at the server (of every symbol it holds, unless `overrides` say otherwise,
+    e.g. live_quote="USDT"); stopped on exit (its counters are the future's result)."""
     live = dataclasses.replace(
-        settings, symbols=tuple(server.rows), binance_ws_url=server.ws_url, binance_rest_url=server.rest_url
+        settings,
+        symbols=tuple(server.rows),
+        binance_ws_url=server.ws_url,
+        binance_rest_url=server.rest_url,
+        **overrides,
     )
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:

@@ -311,23 +311,42 @@ def produce(
     rest_url: str = typer.Option(
         None, "--rest-url", help="Binance REST base URL, for gap fills (default: MARKETLAKE_BINANCE_REST_URL)."
     ),
+    quote: str = typer.Option(
+        None, help="Every TRADING symbol quoted in this asset, e.g. USDT (default: MARKETLAKE_LIVE_QUOTE)."
+    ),
+    every_quote: bool = typer.Option(False, "--all", help="Every TRADING symbol, whatever its quote asset."),
 ) -> None:
-    """Publish Binance's live closed candles to Kafka until SIGTERM/SIGINT (reconnects; fills gaps from REST)."""
+    """Publish Binance's live closed candles to Kafka until SIGTERM/SIGINT (reconnects; fills gaps from REST).
+    With --quote or --all: the whole market from exchangeInfo, sharded over connections, listings followed."""
     import dataclasses
     import logging
 
     from lakehouse.services.process import stop_on_signals
+    from pipelines.ingestion.exchange_info import ALL_QUOTES
     from pipelines.ingestion.live import produce_live, stream_url
 
+    if sum(map(bool, (symbols, quote, every_quote))) > 1:
+        raise typer.BadParameter("give --symbols, --quote or --all, not several")
     overrides: dict[str, object] = {"binance_ws_url": ws_url, "binance_rest_url": rest_url}
     if symbols:
-        overrides["symbols"] = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
-    settings = dataclasses.replace(_settings(), **{k: v for k, v in overrides.items() if v})
+        overrides |= {"symbols": tuple(s.strip().upper() for s in symbols.split(",") if s.strip()), "live_quote": ""}
+    if quote or every_quote:
+        overrides["live_quote"] = quote.upper() if quote else ALL_QUOTES
+    settings = dataclasses.replace(_settings(), **{k: v for k, v in overrides.items() if v or k == "live_quote"})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    if settings.live_quote:
+        source = (
+            f"every TRADING {settings.live_quote} symbol of {settings.binance_rest_url}/api/v3/exchangeInfo "
+            f"from {settings.binance_ws_url}/stream ({settings.live_shard_size} streams a connection)"
+        )
+    else:
+        source = (
+            f"{','.join(settings.symbols)} "
+            f"from {stream_url(settings.binance_ws_url, settings.symbols, settings.interval)}"
+        )
     typer.echo(
-        f"publishing closed {settings.interval} candles of {','.join(settings.symbols)} "
-        f"from {stream_url(settings.binance_ws_url, settings.symbols, settings.interval)} "
+        f"publishing closed {settings.interval} candles of {source} "
         f"(gap fills from {settings.binance_rest_url}) "
         f"to topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}"
     )

@@ -116,7 +116,7 @@ def producer_for(rows: list) -> tuple[LiveProducer, list[dict]]:
             yield from rows
 
     live = LiveProducer(Settings.from_env(env={}, symbols=("FILUSDT",)), None, Rest(), threading.Event())
-    live._send = lambda candle: (sent.append(candle), live.next_open.__setitem__("FILUSDT", candle["open_time"] + 1))
+    live._send = sent.extend
     return live, sent
 
 
@@ -127,7 +127,7 @@ def test_bad_frames_and_rest_rows_are_counted_and_skipped_and_the_producer_goes_
         live.handle(frame)
     assert live.stats.malformed == len(garbage)
     live.next_open["FILUSDT"] = int(ROWS[0][0])
-    live._fill_gap("FILUSDT", int(ROWS[0][0]), int(ROWS[2][0]))
+    live.fill_gap("FILUSDT", int(ROWS[0][0]), int(ROWS[2][0]))
     assert [c["open_time"] for c in sent] == [int(ROWS[0][0]), int(ROWS[1][0])]
     assert (live.stats.rejected, live.stats.gap_filled, live.stats.unfilled) == (2, 2, 0)
 

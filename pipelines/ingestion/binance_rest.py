@@ -75,12 +75,21 @@ def next_cursor(page: list[Any], cursor: int) -> int:
     return opened + 1
 
 
-def weight_pause(used: int, limit: int, now_s: float, headroom: float = 0.1) -> float:
-    """Seconds to wait before the next request: none while the minute's used weight is below the limit minus the
-    headroom, else until the weight counter resets at the next minute boundary."""
+def weight_pause(used: int, limit: int, now_s: float, headroom: float = 0.1, window_s: float = 60.0) -> float:
+    """Seconds to wait before the next request: none while the window's used weight is below the limit minus the
+    headroom, else until the weight counter resets at the next window boundary (a minute on Binance)."""
     if used < limit * (1 - headroom):
         return 0.0
-    return 60.0 - now_s % 60.0 + 0.5
+    return window_s - now_s % window_s + min(0.5, window_s / 10)
+
+
+def pages_newest_first(start: int, end: int, step: int, page: int = PAGE_SIZE) -> list[tuple[int, int]]:
+    """[start, end) cut into windows of at most `page` klines, the newest window first."""
+    out = []
+    while end > start:
+        out.append((max(start, end - page * step), end))
+        end = out[-1][0]
+    return out
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -98,8 +107,11 @@ class BinanceRest:
     session: requests.Session = field(default_factory=requests.Session)
     timeout_s: float = 10.0
     max_attempts: int = 6
-    # Binance's default REQUEST_WEIGHT limit per minute for an IP (see rateLimits in /api/v3/exchangeInfo).
+    # Binance's default REQUEST_WEIGHT limit per minute for an IP, its window and the header reporting the weight
+    # used in it (see rateLimits in /api/v3/exchangeInfo, pipelines.ingestion.exchange_info.request_weight).
     weight_limit: int = 6000
+    weight_window_s: float = 60.0
+    weight_header: str = WEIGHT_HEADER
     # A Retry-After longer than this (a 418 ban lasts minutes to days) is an error for the caller, not a sleep.
     max_wait_s: float = 300.0
     backoff: Backoff = Backoff()
@@ -134,7 +146,7 @@ class BinanceRest:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._wait(self.backoff.delay(attempt), f"{path}: {exc}")
                 continue
-            used = response.headers.get(WEIGHT_HEADER)
+            used = response.headers.get(self.weight_header)
             if response.status_code in (418, 429):
                 wait = retry_after_s(response.headers)
                 if wait is None:
@@ -149,9 +161,9 @@ class BinanceRest:
             if response.status_code != 200:
                 raise BinanceRestError(f"{path} {params}: HTTP {response.status_code}: {response.text[:300]}")
             if used is not None and used.isdecimal():
-                pause = weight_pause(int(used), self.weight_limit, time.time())
+                pause = weight_pause(int(used), self.weight_limit, time.time(), window_s=self.weight_window_s)
                 if pause:
-                    self._wait(pause, f"used weight {used} of {self.weight_limit} this minute")
+                    self._wait(pause, f"used weight {used} of {self.weight_limit} in {self.weight_window_s:.0f} s")
             try:
                 return response.json()
             except (ValueError, RecursionError) as exc:  # not JSON (or nested deeper than Python's stack)

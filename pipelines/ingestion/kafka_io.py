@@ -42,6 +42,9 @@ def make_producer(settings: Settings) -> CandleProducer:
             "partitioner": "murmur2_random",
             "linger.ms": settings.kafka_linger_ms,
             "compression.type": settings.kafka_compression,
+            # The largest record sent, as kafka-python's max_request_size: a bad record of 1 MB still reaches the
+            # stream, which quarantines it (the broker takes up to 2 MiB); librdkafka's default is 1,000,000 bytes.
+            "message.max.bytes": 1_048_576,
             # A candle not acknowledged within this time fails (DeliveryError) instead of waiting for ever.
             "delivery.timeout.ms": settings.kafka_delivery_timeout_ms,
             "logger": log,

@@ -78,12 +78,11 @@ def publish(producer: Producer, topic: str, candles: Iterable[Mapping[str, Any]]
         sent += 1
         if sent % _POLL_EVERY == 0:
             producer.poll(0)
-    left = producer.flush()
+    producer.flush()  # until every candle is acknowledged or failed (delivery.timeout.ms)
     if refused is not None:
         raise DeliveryError(f"Kafka producer refused candle {sent + 1}: {refused.args[0]}")
-    if failures or left:
-        first = failures[0] if failures else f"{left} still queued"
-        raise DeliveryError(f"{len(failures) + left} of {sent} candles not acknowledged by Kafka: {first}")
+    if failures:
+        raise DeliveryError(f"{len(failures)} of {sent} candles not acknowledged by Kafka: {failures[0]}")
     return sent
 
 

@@ -37,6 +37,14 @@ class Settings:
     # Port of the local broker's KRaft controller listener (only used when the project runs the broker).
     kafka_controller_port: int = 9093
 
+    # The candle producer (issue #16, pipelines/ingestion/kafka_io.py, librdkafka): how long it batches, how it
+    # compresses (zstd: the smallest on disk at the same speed, read by the broker, spark-sql-kafka and kafka-python
+    # with the pinned zstandard; lz4 or snappy would need another package for kafka-python readers), and how long
+    # a candle may wait for its acknowledgement before publish raises DeliveryError.
+    kafka_linger_ms: int = 5
+    kafka_compression: str = "zstd"
+    kafka_delivery_timeout_ms: int = 120_000
+
     # Symbols to stream live and to backfill; the default is what the bundled sample holds.
     symbols: tuple[str, ...] = field(default=("FILUSDT", "NEARUSDT", "LUNAUSDT"))
     interval: str = "1m"

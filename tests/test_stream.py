@@ -45,10 +45,22 @@ def prepare(spark, settings):
 def send(settings, candles=(), raw=()):
     producer = make_producer(settings)
     publish(producer, settings.kafka_topic, candles)
-    for key, value in raw:
-        producer.send(settings.kafka_topic, key=key.encode(), value=value.encode())
-    producer.flush()
+    send_raw(producer, settings.kafka_topic, [(key.encode(), value.encode()) for key, value in raw])
     producer.close()
+
+
+def send_raw(producer, topic, records) -> set[tuple[int, int]]:
+    """Records as they are (bad ones too: no key, no value, not JSON), acknowledged; their (partition, offset)."""
+    acks = []
+
+    def acked(error, message):
+        acks.append((error, message.partition(), message.offset()))
+
+    for key, value in records:
+        producer.produce(topic, value, key, on_delivery=acked)
+    assert producer.flush(30) == 0
+    assert [error for error, _, _ in acks if error is not None] == []
+    return {(partition, offset) for _, partition, offset in acks}
 
 
 def crash_day(hours: int):
@@ -172,9 +184,7 @@ def test_no_record_stops_the_stream(spark, settings):
     sent_bad = set()
     for part in range(4):
         publish(producer, settings.kafka_topic, good[part::4])
-        for key, value in bad[part::4]:
-            sent = producer.send(settings.kafka_topic, key=key, value=value).get(timeout=30)
-            sent_bad.add((sent.partition, sent.offset))
+        sent_bad |= send_raw(producer, settings.kafka_topic, bad[part::4])
     producer.close()
 
     batches = []

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 import websocket
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 from websocket import ABNF, WebSocketException
 
 from lakehouse.settings import Settings
@@ -154,7 +154,7 @@ class LiveProducer:
     def __init__(
         self,
         settings: Settings,
-        producer: KafkaProducer,
+        producer: Producer,
         rest: BinanceRest,
         stop: threading.Event,
         options: LiveOptions | None = None,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 from tqdm import tqdm
 
 from lakehouse.settings import Settings
@@ -79,7 +79,7 @@ def estimated_count(files: Iterable[ArchiveFile]) -> int | None:
 
 def replay(
     candles: Iterable[Mapping[str, Any]],
-    producer: KafkaProducer,
+    producer: Producer,
     topic: str,
     speed: float | None = None,
     progress: bool = True,

@@ -22,7 +22,7 @@ $(PY_STAMP): pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
-$(JARS_STAMP): jvm/pom.xml jvm/spark/pom.xml jvm/kafka/pom.xml
+$(JARS_STAMP): jvm/pom.xml jvm/spark/pom.xml jvm/kafka/pom.xml jvm/s3a/pom.xml jvm/s3proxy/pom.xml
 	rm -rf .jars
 	mvn -q -B -f jvm/pom.xml dependency:copy-dependencies
 	touch $@

@@ -182,7 +182,8 @@ class Settings:
             return {}
         options = {"AWS_REGION": self.s3_region}
         if self.s3_endpoint:
-            options |= {"AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_ALLOW_HTTP": str(self.s3_endpoint.startswith("http:"))}
+            plain_http = str(self.s3_endpoint.startswith("http:")).lower()
+            options |= {"AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_ALLOW_HTTP": plain_http}
         if self.s3_access_key:
             options |= {"AWS_ACCESS_KEY_ID": self.s3_access_key, "AWS_SECRET_ACCESS_KEY": self.s3_secret_key}
         if self.s3_path_style:

@@ -53,9 +53,7 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3_endpoint
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(settings.s3_endpoint.startswith("https:")).lower()
     if settings.s3_access_key:
-        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
-            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
-        )
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
         conf["spark.hadoop.fs.s3a.access.key"] = settings.s3_access_key
         conf["spark.hadoop.fs.s3a.secret.key"] = settings.s3_secret_key
     return conf

@@ -16,7 +16,6 @@ from lakehouse.services.spark_standalone import SparkMaster, spark_cluster
 from lakehouse.settings import Settings
 
 BUCKET = "marketlake"
-KAFKA_NODES = 3
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ class LocalCluster:
     def from_settings(cls, settings: Settings) -> LocalCluster:
         home, jars = Path(settings.home), Path(settings.jars_dir)
         first_worker = settings.cluster_spark_port + 1
+        kafka_ports = [(settings.cluster_kafka_port + 2 * n, settings.cluster_kafka_port + 2 * n + 1) for n in range(3)]
         return cls(
             s3=S3Proxy(
                 home=home / "s3proxy",
@@ -48,7 +48,7 @@ class LocalCluster:
             kafka=kafka_cluster(
                 home,
                 jars / "kafka",
-                [(settings.cluster_kafka_port + 2 * n, settings.cluster_kafka_port + 2 * n + 1) for n in range(KAFKA_NODES)],
+                kafka_ports,
             ),
         )
 

@@ -71,7 +71,7 @@ class S3Proxy(Service):
 
     def command(self) -> list[str]:
         if not any(self.jars_dir.glob("s3proxy-*.jar")):
-            raise process.ServiceError(f"S3Proxy jars not found in {self.jars_dir}; resolve them once with `make jars`.")
+            raise process.ServiceError(f"S3Proxy jars not found in {self.jars_dir}; resolve them with `make jars`.")
         java = shutil.which("java")
         if java is None:
             raise process.ServiceError("java not found on PATH; S3Proxy needs a JDK 17+.")

@@ -101,4 +101,3 @@ def spark_cluster(home: Path, master_port: int, worker_ports: list[int], cores: 
         for n, port in enumerate(worker_ports, start=1)
     ]
     return [master, *workers]
-

@@ -56,13 +56,20 @@ class S3Proxy(Service):
                 "s3proxy.authorization=aws-v2-or-v4",
                 f"s3proxy.identity={self.access_key}",
                 f"s3proxy.credential={self.secret}",
-                "jclouds.provider=filesystem",
+                # The filesystem blob store that keeps S3's semantics for "folder/" marker objects (s3a makes them).
+                "jclouds.provider=filesystem-nio2",
                 f"jclouds.filesystem.basedir={self.data_dir}",
                 "",
             ]
         )
 
     def prepare(self) -> None:
+        # Without a configuration of its own, S3Proxy's logback logs every request at DEBUG.
+        (self.home / "logback.xml").write_text(
+            '<configuration><appender name="out" class="ch.qos.logback.core.ConsoleAppender"><encoder>'
+            "<pattern>%d %level %logger{20} - %msg%n</pattern></encoder></appender>"
+            '<root level="WARN"><appender-ref ref="out"/></root></configuration>\n'
+        )
         config = self.home / "s3proxy.properties"
         config.touch(mode=0o600)  # it holds the secret key
         config.write_text(self.properties())
@@ -78,6 +85,7 @@ class S3Proxy(Service):
         return [
             java,
             f"-Xmx{self.heap}",
+            f"-Dlogback.configurationFile={self.home / 'logback.xml'}",
             "-cp",
             f"{self.jars_dir}/*",
             "org.gaul.s3proxy.Main",

@@ -96,10 +96,10 @@ def test_stream_on_the_cluster_survives_a_lost_kafka_node_and_spark_worker(clust
         replay(candles[:60], producer, settings.kafka_topic, progress=False)
         wait_for(lambda: len(keys(settings, GOLD_SCORES)) == 60, 300, "the stream to be up", log)
 
-        # The rest at 4 market minutes per second; one Kafka node and one Spark worker die under it.
+        # The rest at 2 market minutes per second; one Kafka node and one Spark worker die under it.
         sent = []
         sender = threading.Thread(
-            target=lambda: sent.append(replay(candles[60:], producer, settings.kafka_topic, 4.0, False))
+            target=lambda: sent.append(replay(candles[60:], producer, settings.kafka_topic, 2.0, False))
         )
         sender.start()
         wait_for(lambda: len(keys(settings, GOLD_SCORES)) > 60, 300, "more gold rows", log)

@@ -467,11 +467,13 @@ def cluster_up() -> None:
     settings = _settings()
     cluster = LocalCluster.from_settings(settings)
     steps = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in cluster.start().items())
-    typer.echo(f"cluster ready ({steps}). Point the platform at it (the secret key is in {cluster.s3.home}):")
+    typer.echo(f"cluster ready ({steps}). Point the platform at it:")
     used = cluster.settings(settings).to_env()
     for name in ("spark_master", "kafka_bootstrap_servers", "lakehouse_root", "s3_endpoint", "s3_access_key"):
         typer.echo(f"export MARKETLAKE_{name.upper()}={used[f'MARKETLAKE_{name.upper()}']}")
-    typer.echo(f"export MARKETLAKE_S3_PATH_STYLE=true MARKETLAKE_S3_SECRET_KEY=$(cat {cluster.s3.home}/secret_key)")
+    # The secret stays out of the terminal: the configured one, or the file S3Proxy's was generated into.
+    secret = "" if settings.s3_secret_key else f" MARKETLAKE_S3_SECRET_KEY=$(cat {cluster.s3.home}/secret_key)"
+    typer.echo(f"export MARKETLAKE_S3_PATH_STYLE=true{secret}")
 
 
 @cluster_app.command("down")

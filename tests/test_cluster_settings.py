@@ -80,3 +80,14 @@ def test_a_single_broker_keeps_one_copy():
     single = properties(KafkaBroker(home=Path("/tmp/k"), port=9092, controller_port=9093, jars_dir=Path("/tmp")))
     assert single["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert single["offsets.topic.replication.factor"] == "1" and single["min.insync.replicas"] == "1"
+
+
+def test_cluster_status_before_up(tmp_path):
+    from typer.testing import CliRunner
+
+    from marketlake.cli import app
+
+    result = CliRunner().invoke(app, ["cluster", "status"], env={"MARKETLAKE_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 7 and all(line.endswith("stopped") for line in lines)  # S3Proxy, master, 2 workers, 3 nodes

@@ -58,6 +58,8 @@ class S3Proxy(Service):
                 f"s3proxy.credential={self.secret}",
                 # The filesystem blob store that keeps S3's semantics for "folder/" marker objects (s3a makes them).
                 "jclouds.provider=filesystem-nio2",
+                f"jclouds.identity={self.access_key}",  # the blob store's own (unused) account; required
+                f"jclouds.credential={self.secret}",
                 f"jclouds.filesystem.basedir={self.data_dir}",
                 "",
             ]

@@ -79,11 +79,15 @@ class LocalCluster:
     def start(self) -> dict[str, float]:
         """Every service, ready; seconds per part. Kafka's nodes start together (a quorum needs two of three
         voters); the workers after their master."""
-        seconds = {"s3proxy": self.s3.start()["start"]}
-        for node in self.kafka:
-            node.launch()
-        seconds["spark"] = sum(service.start()["start"] for service in self.spark)
-        seconds["kafka"] = sum(node.wait_ready() for node in self.kafka)
+        try:
+            seconds = {"s3proxy": self.s3.start()["start"]}
+            for node in self.kafka:
+                node.launch()
+            seconds["spark"] = sum(service.start()["start"] for service in self.spark)
+            seconds["kafka"] = sum(node.wait_ready() for node in self.kafka)
+        except Exception:
+            self.stop()  # nothing half-started lingers
+            raise
         return seconds
 
     def stop(self) -> list[str]:

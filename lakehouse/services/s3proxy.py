@@ -1,8 +1,11 @@
-"""S3Proxy: a real S3 API server over a local folder (one sub-folder per bucket), run from the Maven jars.
+"""S3Proxy: a real S3 API server, run from the Maven jars, keeping its objects in memory.
 
 The loopback stand-in for S3 (or any S3-compatible store) under an s3a:// lake: Spark talks to it through hadoop-aws
-exactly as it would to S3, with a path-style endpoint and a key pair. Config, data, log and pid file live under
-`<home>/s3proxy`.
+exactly as it would to S3, with a path-style endpoint and a key pair. Its in-memory store ("transient") is the one
+with S3's own semantics for the "folder/" marker objects s3a writes: the folder-backed stores here either lose them
+(`filesystem`: the stream's checkpoint could not be created) or show a folder as a file (`filesystem-nio2`: Delta's
+`_delta_log/_staged_commits` "is a file"). So the lake lives as long as S3Proxy runs. Config, log and pid file live
+under `<home>/s3proxy`.
 """
 
 from __future__ import annotations
@@ -27,15 +30,11 @@ class S3Proxy(Service):
     buckets: tuple[str, ...]
     access_key: str = "marketlake"
     secret_key: str = ""  # "": a random one, kept in <home>/secret_key
-    heap: str = "256m"
+    heap: str = "1g"  # the objects live in it
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
 
     @property
     def secret(self) -> str:
@@ -56,11 +55,7 @@ class S3Proxy(Service):
                 "s3proxy.authorization=aws-v2-or-v4",
                 f"s3proxy.identity={self.access_key}",
                 f"s3proxy.credential={self.secret}",
-                # The filesystem blob store that keeps S3's semantics for "folder/" marker objects (s3a makes them).
-                "jclouds.provider=filesystem-nio2",
-                f"jclouds.identity={self.access_key}",  # the blob store's own (unused) account; required
-                f"jclouds.credential={self.secret}",
-                f"jclouds.filesystem.basedir={self.data_dir}",
+                "jclouds.provider=transient",
                 "",
             ]
         )
@@ -75,8 +70,23 @@ class S3Proxy(Service):
         config = self.home / "s3proxy.properties"
         config.touch(mode=0o600)  # it holds the secret key
         config.write_text(self.properties())
-        for bucket in self.buckets:  # the filesystem blob store's buckets are its folders
-            (self.data_dir / bucket).mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout_s: float | None = None) -> dict[str, float]:
+        """Start it, then create its buckets (an in-memory store starts empty)."""
+        steps = super().start(timeout_s)
+        from pyarrow import fs
+
+        store = fs.S3FileSystem(
+            access_key=self.access_key,
+            secret_key=self.secret,
+            endpoint_override=f"{self.host}:{self.port}",
+            scheme="http",
+            allow_bucket_creation=True,
+        )
+        for bucket in self.buckets:
+            if store.get_file_info(bucket).type == fs.FileType.NotFound:
+                store.create_dir(bucket)
+        return steps
 
     def command(self) -> list[str]:
         if not any(self.jars_dir.glob("s3proxy-*.jar")):

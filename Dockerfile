@@ -4,13 +4,14 @@
 # and so Spark, execute), the webserver and the daemon.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# Debian's Maven and JDK, as `make jars` uses them. Only the Spark module: the broker runs in its own container.
+# Debian's Maven and JDK, as `make jars` uses them. The Spark jars, and s3a's for a lake on S3 (docs/scaling.md); the
+# broker runs in its own container.
 FROM ${PYTHON_IMAGE} AS jars
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends maven openjdk-17-jdk-headless \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY jvm/ jvm/
-RUN mvn -q -B -f jvm/pom.xml -pl spark dependency:copy-dependencies
+RUN mvn -q -B -f jvm/pom.xml -pl spark,s3a dependency:copy-dependencies
 
 FROM ${PYTHON_IMAGE}
 # openjdk's post-install links man pages into a folder the slim images leave out.

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP   := $(VENV)/.installed
 JARS_STAMP := .jars/.resolved
 
-.PHONY: setup tools jars demo test test-fast lint format down clean
+.PHONY: setup tools jars demo test test-fast test-cluster lint format down clean
 
 setup: tools $(PY_STAMP) $(JARS_STAMP) superset-venv chromium docker-compose
 
@@ -22,7 +22,7 @@ $(PY_STAMP): pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
-$(JARS_STAMP): jvm/pom.xml jvm/spark/pom.xml jvm/kafka/pom.xml
+$(JARS_STAMP): jvm/pom.xml jvm/spark/pom.xml jvm/kafka/pom.xml jvm/s3a/pom.xml jvm/s3proxy/pom.xml
 	rm -rf .jars
 	mvn -q -B -f jvm/pom.xml dependency:copy-dependencies
 	touch $@
@@ -38,6 +38,11 @@ test: setup lint
 # The pure layer (no Spark, no service): the maths, parsers, settings, definitions; well under a minute.
 test-fast: $(PY_STAMP)
 	$(BIN)/pytest -m pure -q
+
+# Only the stream on a loopback cluster (tests/test_cluster.py; `make test` runs it too): S3Proxy, Spark standalone
+# with 2 workers, 3 Kafka nodes, one Kafka node and one Spark worker killed mid-replay.
+test-cluster: setup
+	$(BIN)/pytest -m cluster -q
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .

@@ -2,9 +2,12 @@
 folder; nothing else needs to run).
 
     .venv/bin/python bench/stream.py throughput [--batch 5000]   # replay 5 days x 2 symbols as fast as possible
+    .venv/bin/python bench/stream.py throughput --cluster        # the same on `marketlake cluster`'s parts
     .venv/bin/python bench/stream.py latency [--symbols 200 --minutes 20 --every 5] [--alerts]
 
 throughput: candles/s from the first record in Kafka to the last gold row committed, at maxOffsetsPerTrigger=batch.
+--cluster: Spark on a standalone master with 2 workers (1 core each), the lake and checkpoint on S3Proxy (s3a://),
+Kafka on 3 nodes (replication factor 3), all on this machine, instead of local[2], the local disk and one broker.
 latency: a realistic live load, `symbols` closed candles arriving together once per (compressed) minute; for each
 candle, Kafka's timestamp -> its gold.scores row committed (the end of the micro-batch that wrote it): p50 / p95,
 after one warm-up minute (timed on its own).
@@ -30,8 +33,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from lakehouse.delta_io import append, read_table
+from lakehouse.services.cluster import LocalCluster
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
-from lakehouse.services.process import free_port
+from lakehouse.services.process import free_port, free_port_block
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.spark import ensure_tables, get_spark
 from lakehouse.tables import GOLD_SCORES, SILVER_CANDLES
@@ -54,6 +58,21 @@ def setup(home: str) -> tuple[Settings, KafkaBroker]:
     broker.start()
     ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
     return settings, broker
+
+
+def setup_cluster(home: str) -> tuple[Settings, LocalCluster]:
+    base = Settings.from_env(
+        env={},
+        home=home,
+        cluster_s3_port=free_port_block(1),
+        cluster_spark_port=free_port_block(3),
+        cluster_kafka_port=free_port_block(6),
+    )
+    cluster = LocalCluster.from_settings(base)
+    cluster.start()
+    settings = cluster.settings(base)
+    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+    return settings, cluster
 
 
 def history(spark, settings: Settings, names: list[str]) -> None:
@@ -146,9 +165,9 @@ def breakdown(batches: list[BatchResult]) -> str:
     return f"median of {len(batches)} batches: {np.median([b.seconds for b in batches]):.2f} s = {parts}"
 
 
-def throughput(batch: int) -> None:
+def throughput(batch: int, cluster: bool) -> None:
     with tempfile.TemporaryDirectory() as home:
-        settings, broker = setup(home)
+        settings, services = setup_cluster(home) if cluster else setup(home)
         spark = get_spark(settings, "bench-stream")
         try:
             ensure_tables(spark, settings)
@@ -168,12 +187,13 @@ def throughput(batch: int) -> None:
             print(
                 f"throughput: {len(candles)} candles into gold ({gold} rows) in {seconds:.1f} s = "
                 f"{len(candles) / seconds:.0f} candles/s; maxOffsetsPerTrigger={batch}, {len(batches)} micro-batches, "
-                f"median batch {np.median([b.seconds for b in batches]):.2f} s"
+                f"median batch {np.median([b.seconds for b in batches]):.2f} s; Spark {settings.spark_master}, "
+                f"lake {settings.lakehouse_root}, Kafka {settings.kafka_bootstrap_servers}"
             )
             print(breakdown(batches))
         finally:
             spark.stop()
-            broker.stop()
+            services.stop()
 
 
 def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
@@ -250,9 +270,10 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=int, default=20)
     parser.add_argument("--every", type=float, default=5.0)
     parser.add_argument("--alerts", action="store_true")
+    parser.add_argument("--cluster", action="store_true")
     args = parser.parse_args()
     pd.set_option("display.width", 200)
     if args.which == "throughput":
-        throughput(args.batch)
+        throughput(args.batch, args.cluster)
     else:
         latency(args.symbols, args.minutes, args.every, args.alerts)

@@ -167,7 +167,8 @@ def newest_by_symbol(settings: Settings, table: Table, columns: Sequence[str] = 
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        rows = RustDeltaTable(table.location(settings)).to_pyarrow_table(columns=["symbol", "open_time", *columns])
+        delta = RustDeltaTable(table.location(settings), storage_options=settings.object_store_options() or None)
+        rows = delta.to_pyarrow_table(columns=["symbol", "open_time", *columns])
     except TableNotFoundError:
         return {}
     rows = rows.take(pc.sort_indices(rows, [("symbol", "ascending"), ("open_time", "descending")]))

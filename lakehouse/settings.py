@@ -114,6 +114,27 @@ class Settings:
     market_min_symbols: int = 2
     market_min_share: float = 0.3
 
+    # --- Real clusters (docs/scaling.md). The lake on S3 or an S3-compatible store: lakehouse_root s3a://bucket/path
+    # (checkpoints follow it), read and written through hadoop-aws (Spark) and delta-rs (status). An empty endpoint
+    # is AWS's own for s3_region; empty keys leave credentials to the AWS default chain (instance/pod role, env).
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    s3_path_style: bool = False  # True for S3Proxy, MinIO and most S3-compatible stores
+    # Executors' heap on a Spark cluster (spark://, k8s://, yarn); local[N] runs them in the driver's JVM.
+    spark_executor_memory: str = "1g"
+    # The loopback cluster `marketlake cluster up` starts: S3Proxy, a Spark master with cluster_spark_workers
+    # workers (cluster_worker_cores cores and cluster_worker_memory each; the workers' ports follow the master's),
+    # and three Kafka nodes (node i: broker port cluster_kafka_port + 2i, controller port + 2i + 1).
+    cluster_s3_port: int = 9000
+    cluster_spark_port: int = 7077
+    cluster_spark_workers: int = 2
+    cluster_worker_cores: int = 1
+    cluster_worker_memory: str = "1g"
+    cluster_kafka_port: int = 9192
+    # --- end of real clusters
+
     def __post_init__(self) -> None:
         # Derived defaults: the lakehouse sits in home, checkpoints sit beside the tables.
         if not self.lakehouse_root:
@@ -169,6 +190,24 @@ class Settings:
                 value = ",".join(value)
             env[f"MARKETLAKE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
+
+    @property
+    def on_s3(self) -> bool:
+        return any(root.startswith(("s3a://", "s3://")) for root in (self.lakehouse_root, self.checkpoint_root))
+
+    def object_store_options(self) -> dict[str, str]:
+        """The lake's storage options for delta-rs (object_store's AWS keys); {} for a local lake."""
+        if not self.on_s3:
+            return {}
+        options = {"AWS_REGION": self.s3_region}
+        if self.s3_endpoint:
+            plain_http = str(self.s3_endpoint.startswith("http:")).lower()
+            options |= {"AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_ALLOW_HTTP": plain_http}
+        if self.s3_access_key:
+            options |= {"AWS_ACCESS_KEY_ID": self.s3_access_key, "AWS_SECRET_ACCESS_KEY": self.s3_secret_key}
+        if self.s3_path_style:
+            options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        return options
 
     def path(self, *parts: str) -> str:
         """A location under the lakehouse root (works for local paths and s3a:// URIs alike)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.settings import Settings
+from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.tables import REGISTRY, Table
 
 LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -31,7 +31,44 @@ def spark_jars(settings: Settings) -> list[str]:
             f"Delta/Kafka jars not found in {folder}. Resolve them once with `make jars` "
             "(mvn -f jvm/pom.xml dependency:copy-dependencies)."
         )
+    if settings.on_s3:
+        s3a = sorted(str(p) for p in (Path(settings.jars_dir) / "s3a").glob("*.jar"))
+        if not any("hadoop-aws" in j for j in s3a):
+            raise JarsMissingError(f"hadoop-aws not found in {Path(settings.jars_dir) / 's3a'}: run `make jars`.")
+        jars += s3a
     return jars
+
+
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop's s3a file system for a lake on S3 or an S3-compatible endpoint. Delta's default LogStore for s3a
+    (S3SingleDriverLogStore) is safe for one writing driver at a time: see docs/scaling.md for several."""
+    if not settings.on_s3:
+        return {}
+    conf = {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": str(settings.s3_path_style).lower(),
+    }
+    if settings.s3_endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3_endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(settings.s3_endpoint.startswith("https:")).lower()
+    if settings.s3_access_key:
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        conf["spark.hadoop.fs.s3a.access.key"] = settings.s3_access_key
+        conf["spark.hadoop.fs.s3a.secret.key"] = settings.s3_secret_key
+    return conf
+
+
+def cluster_conf(settings: Settings) -> dict[str, str]:
+    """On a cluster manager the executors are JVMs (and Python workers) of their own: give them this Python and
+    the project's code, and their heap."""
+    if settings.spark_master.startswith("local"):
+        return {}
+    return {
+        "spark.pyspark.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+        "spark.executor.memory": settings.spark_executor_memory,
+    }
 
 
 def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, str]:
@@ -55,6 +92,8 @@ def spark_conf(settings: Settings, app_name: str = "marketlake") -> dict[str, st
         # The JVM's log lines go to <home>/logs/spark.log instead of flooding every command's terminal.
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG} "
         f"-Dmarketlake.log.dir={Path(settings.home) / 'logs'}",
+        **s3a_conf(settings),
+        **cluster_conf(settings),
     }
 
 

@@ -471,5 +471,47 @@ service_commands(
     lambda settings, service: f"log in as admin; password in $SUPERSET_ADMIN_PASSWORD or {service.home}/admin_password",
 )
 
+cluster_app = typer.Typer(
+    help="A cluster on this machine: S3Proxy (the lake), a Spark master and workers, three Kafka nodes.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up() -> None:
+    """Start every part (unless it runs), wait until all are ready, and print the settings that use them."""
+    from lakehouse.services.cluster import LocalCluster
+
+    settings = _settings()
+    cluster = LocalCluster.from_settings(settings)
+    steps = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in cluster.start().items())
+    typer.echo(f"cluster ready ({steps}). Point the platform at it:")
+    used = cluster.settings(settings).to_env()
+    for name in ("spark_master", "kafka_bootstrap_servers", "lakehouse_root", "s3_endpoint", "s3_access_key"):
+        typer.echo(f"export MARKETLAKE_{name.upper()}={used[f'MARKETLAKE_{name.upper()}']}")
+    # The secret stays out of the terminal: the configured one, or the file S3Proxy's was generated into.
+    secret = "" if settings.s3_secret_key else f" MARKETLAKE_S3_SECRET_KEY=$(cat {cluster.s3.home}/secret_key)"
+    typer.echo(f"export MARKETLAKE_S3_PATH_STYLE=true{secret}")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop every part."""
+    from lakehouse.services.cluster import LocalCluster
+
+    stopped = LocalCluster.from_settings(_settings()).stop()
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Say whether each part runs and is ready."""
+    from lakehouse.services.cluster import LocalCluster
+
+    for service in LocalCluster.from_settings(_settings()).services:
+        typer.echo(f"{service.name:<14} {service.url:<28} {service.state()}")
+
+
 if __name__ == "__main__":
     app()

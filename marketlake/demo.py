@@ -32,7 +32,7 @@ REPLAY_DAY = date(2025, 2, 3)
 
 def wait_for_catch_up(settings: Settings, timeout_s: float = 600.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while lag(committed_offsets(checkpoint(settings)), end_offsets(settings)) > 0:
+    while lag(committed_offsets(checkpoint(settings), settings), end_offsets(settings)) > 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the stream did not catch up with the topic in {timeout_s:.0f} s")
         time.sleep(1)

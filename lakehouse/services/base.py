@@ -57,16 +57,24 @@ class Service:
         return "starting or unhealthy" if self.is_running() else "stopped"
 
     def start(self, timeout_s: float | None = None) -> dict[str, float]:
-        """Start it unless it runs, and wait until it is ready; returns seconds per step ("start": the wait). A port
+        """Start it unless it runs, and wait until it is ready; returns seconds per step ("start": the wait)."""
+        self.launch()
+        return {"start": self.wait_ready(timeout_s)}
+
+    def launch(self) -> None:
+        """Start its process unless it runs, without waiting (nodes of a cluster are ready only together). A port
         held by another process is an error, not a service to adopt."""
-        if not self.is_running():
-            if process.port_open(self.host, self.port):
-                raise process.ServiceError(f"port {self.port} of the {self.name} is taken by another process")
-            self.home.mkdir(parents=True, exist_ok=True)
-            self.prepare()
-            process.start(self.command(), self.pid_file, self.log_file, env=self.env())
+        if self.is_running():
+            return
+        if process.port_open(self.host, self.port):
+            raise process.ServiceError(f"port {self.port} of the {self.name} is taken by another process")
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        process.start(self.command(), self.pid_file, self.log_file, env=self.env())
+
+    def wait_ready(self, timeout_s: float | None = None) -> float:
         timeout_s = timeout_s or self.start_timeout_s
-        return {"start": process.wait_ready(self.is_ready, timeout_s, self.pid_file, self.name, self.log_file)}
+        return process.wait_ready(self.is_ready, timeout_s, self.pid_file, self.name, self.log_file)
 
     def stop(self) -> bool:
         """SIGTERM its process group (SIGKILL after stop_timeout_s); whether anything was running."""

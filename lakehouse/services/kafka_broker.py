@@ -1,7 +1,8 @@
-"""A single-node Apache Kafka broker in KRaft mode (broker + controller in one JVM), run from the Maven jars.
+"""Apache Kafka in KRaft mode, run from the Maven jars: one node (broker + controller in one JVM) or several such
+nodes that form one cluster (`kafka_cluster`: a quorum of every node's controller, replication factor 3).
 
 The same main classes Kafka's own scripts call: `kafka.tools.StorageTool format` once, then `kafka.Kafka`.
-Data, config, log and pid file live under `<home>/kafka`.
+Data, config, log and pid file live under `<home>/kafka` (one node) or `<home>/kafka-cluster/node-<id>`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class KafkaBroker(Service):
     controller_port: int
     jars_dir: Path
     heap: str = "512m"
+    node_id: int = 1
+    # Every node of the cluster as (node id, controller port); empty: this node alone.
+    quorum: tuple[tuple[int, int], ...] = ()
+    # The cluster's id, the same on every node (formatted into each one's storage); "": a new random one.
+    cluster_id: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaBroker:
@@ -50,12 +56,19 @@ class KafkaBroker(Service):
     def config_file(self) -> Path:
         return self.home / "server.properties"
 
+    @property
+    def voters(self) -> tuple[tuple[int, int], ...]:
+        return self.quorum or ((self.node_id, self.controller_port),)
+
     def server_properties(self) -> str:
+        nodes = len(self.voters)
+        # Internal topics: 3 copies, writes acknowledged by 2, once there are 3 nodes; one copy on one node.
+        replicas, min_isr = min(nodes, 3), min(nodes, 2)
         return "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"node.id={self.node_id}",
+                "controller.quorum.voters=" + ",".join(f"{n}@127.0.0.1:{port}" for n, port in self.voters),
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
@@ -63,12 +76,13 @@ class KafkaBroker(Service):
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 f"log.dirs={self.data_dir}",
                 "num.partitions=3",
-                # One node: every internal topic has exactly one replica.
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"default.replication.factor={replicas}",
+                f"min.insync.replicas={min_isr}",
+                f"offsets.topic.replication.factor={replicas}",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
                 "group.initial.rebalance.delay.ms=0",
                 # Room for a bad 1 MB record to reach the stream and be quarantined, not refused.
                 "message.max.bytes=2097152",
@@ -111,10 +125,7 @@ class KafkaBroker(Service):
     def _format_storage(self) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        # Kafka's own random-uuid never starts with "-" (StorageTool would read it as an option); nor does ours.
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = self.cluster_id or new_cluster_id()
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file)),
             capture_output=True,
@@ -146,8 +157,41 @@ class KafkaBroker(Service):
             admin.close()
 
 
+def new_cluster_id() -> str:
+    # Kafka's own random-uuid never starts with "-" (StorageTool would read it as an option); nor does ours.
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    return cluster_id
+
+
+def kafka_cluster(home: Path, jars_dir: Path, ports: list[tuple[int, int]]) -> list[KafkaBroker]:
+    """One node per (broker port, controller port), all voters of one KRaft quorum; the cluster's id is kept in
+    <home>/kafka-cluster/cluster_id so that a restart formats (and finds) the same cluster."""
+    root = home / "kafka-cluster"
+    id_file = root / "cluster_id"
+    if not id_file.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(new_cluster_id())
+    quorum = tuple((n, controller) for n, (_, controller) in enumerate(ports, start=1))
+    return [
+        KafkaBroker(
+            home=root / f"node-{n}",
+            port=port,
+            controller_port=controller,
+            jars_dir=jars_dir,
+            node_id=n,
+            quorum=quorum,
+            cluster_id=id_file.read_text().strip(),
+        )
+        for n, (port, controller) in enumerate(ports, start=1)
+    ]
+
+
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> bool:
-    """Create the topic if missing; returns whether it was created."""
+    """Create the topic if missing; returns whether it was created. Three copies of each partition, two of them
+    acknowledging every write (with the producers' acks=all), when the cluster has three brokers or more: one
+    broker can then fail without losing or refusing a write. On fewer brokers, as many copies as brokers."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -156,7 +200,10 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> bool:
     try:
         if topic in admin.list_topics():
             return False
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        brokers = len(admin.describe_cluster()["brokers"])
+        replicas = min(brokers, 3)
+        configs = {"min.insync.replicas": str(min(replicas, 2))}
+        admin.create_topics([NewTopic(topic, partitions, replicas, topic_configs=configs)])
         return True
     except TopicAlreadyExistsError:
         return False

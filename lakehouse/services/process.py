@@ -23,6 +23,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive free ports (for services whose ports follow one setting)."""
+    while True:
+        first = free_port()
+        if first + size <= 65535 and all(_can_bind(first + n) for n in range(size)):
+            return first
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from pyarrow import fs
 
+from lakehouse.object_store import exists, filesystem
 from lakehouse.settings import Settings
 from pipelines.streaming.query import checkpoint
 
 
-def committed_offsets(checkpoint_dir: str) -> dict[int, int]:
-    """Offsets the stream has fully processed: the newest batch in <checkpoint>/commits, its offsets file."""
-    commits = sorted((int(p.name) for p in Path(checkpoint_dir, "commits").glob("[0-9]*")), reverse=True)
+def committed_offsets(checkpoint_dir: str, settings: Settings | None = None) -> dict[int, int]:
+    """Offsets the stream has fully processed: the newest batch in <checkpoint>/commits, its offsets file. A
+    checkpoint on S3 is read with the lake's `settings`."""
+    store, root = filesystem(checkpoint_dir, settings or Settings())
+    listing = store.get_file_info(fs.FileSelector(f"{root}/commits", allow_not_found=True))
+    commits = sorted((int(f.base_name) for f in listing if f.base_name.isdigit()), reverse=True)
     if not commits:
         return {}
-    lines = Path(checkpoint_dir, "offsets", str(commits[0])).read_text().splitlines()
+    with store.open_input_stream(f"{root}/offsets/{commits[0]}") as file:
+        lines = file.read().decode().splitlines()
     offsets = json.loads(lines[-1])  # the last line holds {topic: {partition: next offset}}
     return {int(p): int(o) for topic in offsets.values() for p, o in topic.items()}
 
@@ -80,9 +85,9 @@ def supervise(
 
 def describe_lag(settings: Settings) -> str:
     """ "lag N records" behind the topic; "" before the stream's first batch; why, when the broker cannot say."""
-    if not Path(checkpoint(settings)).exists():
+    if not exists(checkpoint(settings), settings):
         return ""
     try:
-        return f"lag {lag(committed_offsets(checkpoint(settings)), end_offsets(settings))} records"
+        return f"lag {lag(committed_offsets(checkpoint(settings), settings), end_offsets(settings))} records"
     except Exception as error:  # the broker may be down: say so, never fail the caller
         return f"lag unknown ({type(error).__name__})"

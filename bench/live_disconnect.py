@@ -12,9 +12,7 @@ import sys
 import tempfile
 from itertools import pairwise
 
-from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
-from lakehouse.services.process import free_port
-from lakehouse.settings import Settings
+from lakehouse.services.kafka_broker import broker_of_its_own
 from marketlake.binance_server import (
     BinanceServer,
     delivery,
@@ -42,36 +40,21 @@ def gap_runs(candles: list[dict], symbol: str) -> list[tuple[int, int]]:
     return [(first, n) for first, n in runs]
 
 
-with tempfile.TemporaryDirectory() as home:
-    settings = Settings.from_env(
-        env={},
-        home=home,
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        kafka_topic="bench-live",
-    )
-    broker = KafkaBroker.from_settings(settings)
-    broker.start()
-    try:
-        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-        options = LiveOptions(stats_every_s=3600)  # production backoff: 1 s doubling to 60 s, with jitter
-        with BinanceServer(sample_rows(minutes=MINUTES), minute_s=minute_s) as server:
-            with live_producer(settings, server, options) as future:
-                for minute, outage_s in CUTS:
-                    server.wait_minute(minute)
-                    server.drop_connections(outage_s)
-                server.wait_minute(server.minutes + 1, timeout_s=600)
-                wait_for_topic_size(settings.kafka_bootstrap_servers, settings.kafka_topic, len(server.keys()), 60)
-            stats = future.result(60)
-            reconnected = [min(t for t in server.connected_at if t > cut) for cut in server.dropped_at]
-            reconnect_s = [after - cut for cut, after in zip(server.dropped_at, reconnected, strict=True)]
-            base = server.base
-            expected = server.keys()
-        candles = [
-            c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part
-        ]
-    finally:
-        broker.stop()
+with tempfile.TemporaryDirectory() as home, broker_of_its_own(home, kafka_topic="bench-live") as settings:
+    options = LiveOptions(stats_every_s=3600)  # production backoff: 1 s doubling to 60 s, with jitter
+    with BinanceServer(sample_rows(minutes=MINUTES), minute_s=minute_s) as server:
+        with live_producer(settings, server, options) as future:
+            for minute, outage_s in CUTS:
+                server.wait_minute(minute)
+                server.drop_connections(outage_s)
+            server.wait_minute(server.minutes + 1, timeout_s=600)
+            wait_for_topic_size(settings.kafka_bootstrap_servers, settings.kafka_topic, len(server.keys()), 60)
+        stats = future.result(60)
+        reconnected = [min(t for t in server.connected_at if t > cut) for cut in server.dropped_at]
+        reconnect_s = [after - cut for cut, after in zip(server.dropped_at, reconnected, strict=True)]
+        base = server.base
+        expected = server.keys()
+    candles = [c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part]
 
 print(f"{MINUTES} market minutes x 2 symbols, a market minute = {minute_s * 1000:.0f} ms; {stats.line()}")
 runs = {symbol: gap_runs(candles, symbol) for symbol in ("FILUSDT", "NEARUSDT")}

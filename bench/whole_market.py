@@ -18,9 +18,7 @@ import time
 
 import numpy as np
 
-from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
-from lakehouse.services.process import free_port
-from lakehouse.settings import Settings
+from lakehouse.services.kafka_broker import broker_of_its_own
 from marketlake.binance_server import BinanceServer, delivery, live_producer, market_rows, read_topic
 from marketlake.binance_server import wait_for_topic_size as wait_for_size
 from pipelines.ingestion.live import LiveOptions
@@ -31,41 +29,26 @@ minutes = int(sys.argv[3]) if len(sys.argv) > 3 else 30
 updates = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 CUTS = [(minutes // 3, 3.0), (2 * minutes // 3, 1.0)]  # (market minute, outage seconds)
 
-with tempfile.TemporaryDirectory() as home:
-    settings = Settings.from_env(
-        env={},
-        home=home,
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        kafka_topic="bench-whole-market",
-    )
-    broker = KafkaBroker.from_settings(settings)
-    broker.start()
-    try:
-        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-        options = LiveOptions(stats_every_s=3600)  # production backoff: 1 s doubling to 60 s, with jitter
-        with BinanceServer(market_rows(symbols, minutes), minute_s=minute_s, updates_per_minute=updates) as server:
-            with live_producer(settings, server, options, live_quote="USDT") as future:
-                for minute, outage_s in CUTS:
-                    server.wait_minute(minute, timeout_s=600)
-                    server.drop_connections(outage_s)
-                server.wait_minute(server.minutes + 1, timeout_s=600)
-                ended = time.monotonic()
-                expected = server.keys()
-                wait_for_size(settings.kafka_bootstrap_servers, settings.kafka_topic, len(expected), 300)
-                caught_up_s = time.monotonic() - ended
-            stats = future.result(60)
-            # The wall-clock time at which market minute m closed (and the server sent its closed candle).
-            wall_of_start = time.time() - (time.monotonic() - server.started_at)
-            run_s = ended - server.started_at
-            base = server.base
-            rest = (len(server.rest_log), sum(status == 429 for _, status, _ in server.rest_log), server.peak_weight)
-            refused = (server.closed_for_rate, server.refused_attempts)
-        candles = [
-            c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part
-        ]
-    finally:
-        broker.stop()
+with tempfile.TemporaryDirectory() as home, broker_of_its_own(home, kafka_topic="bench-whole-market") as settings:
+    options = LiveOptions(stats_every_s=3600)  # production backoff: 1 s doubling to 60 s, with jitter
+    with BinanceServer(market_rows(symbols, minutes), minute_s=minute_s, updates_per_minute=updates) as server:
+        with live_producer(settings, server, options, live_quote="USDT") as future:
+            for minute, outage_s in CUTS:
+                server.wait_minute(minute, timeout_s=600)
+                server.drop_connections(outage_s)
+            server.wait_minute(server.minutes + 1, timeout_s=600)
+            ended = time.monotonic()
+            expected = server.keys()
+            wait_for_size(settings.kafka_bootstrap_servers, settings.kafka_topic, len(expected), 300)
+            caught_up_s = time.monotonic() - ended
+        stats = future.result(60)
+        # The wall-clock time at which market minute m closed (and the server sent its closed candle).
+        wall_of_start = time.time() - (time.monotonic() - server.started_at)
+        run_s = ended - server.started_at
+        base = server.base
+        rest = (len(server.rest_log), sum(status == 429 for _, status, _ in server.rest_log), server.peak_weight)
+        refused = (server.closed_for_rate, server.refused_attempts)
+    candles = [c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part]
 
 live = [c for c in candles if c["source"] == "live"]
 lags = np.array(

@@ -11,6 +11,8 @@ import base64
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,3 +211,23 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> bool:
         return False
     finally:
         admin.close()
+
+
+@contextmanager
+def broker_of_its_own(home: str, **overrides: object) -> Iterator[Settings]:
+    """Settings for a Kafka broker of its own on free ports (its data under `home`), started with the settings'
+    topic created, and stopped on leaving (what the benches that need only a broker do)."""
+    settings = Settings.from_env(
+        env={},
+        home=home,
+        kafka_bootstrap_servers=f"127.0.0.1:{process.free_port()}",
+        kafka_controller_port=process.free_port(),
+        **overrides,
+    )
+    broker = KafkaBroker.from_settings(settings)
+    broker.start()
+    try:
+        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+        yield settings
+    finally:
+        broker.stop()

@@ -585,6 +585,7 @@ class Delivery:
     doubled: int  # records beyond the first for a key
     unexpected: int  # keys that were not expected at all
     sources: dict[str, int]
+    first_lost: tuple[tuple[str, int], ...] = ()  # a few of the lost keys, oldest first, to say which
 
 
 def _consumer(bootstrap_servers: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
@@ -639,12 +640,14 @@ def delivery(candles: Iterable[Mapping[str, Any]], expected: set[tuple[str, int]
     """Compare the (symbol, open_time) keys of what arrived with what was expected."""
     candles = list(candles)
     counts = Counter((c["symbol"], c["open_time"]) for c in candles)
+    lost = sorted(expected - counts.keys(), key=lambda key: (key[1], key[0]))
     return Delivery(
         received=len(candles),
-        lost=len(expected - counts.keys()),
+        lost=len(lost),
         doubled=sum(n - 1 for n in counts.values()),
         unexpected=len(counts.keys() - expected),
         sources=dict(Counter(c["source"] for c in candles)),
+        first_lost=tuple(lost[:10]),
     )
 
 

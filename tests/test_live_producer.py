@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future
 
@@ -33,7 +34,7 @@ from pipelines.ingestion.binance_rest import (
     kline_aligned,
     weight_pause,
 )
-from pipelines.ingestion.live import LiveOptions, MalformedMessage, parse_message, stream_url
+from pipelines.ingestion.live import LiveOptions, LiveProducer, MalformedMessage, parse_message, stream_url
 
 
 @pytest.fixture
@@ -90,6 +91,28 @@ MALFORMED = [
 def test_malformed_messages_are_refused(raw):
     with pytest.raises(MalformedMessage):
         parse_message(raw, "1m", received_at=int(time.time() * 1000))
+
+
+def test_a_close_in_flight_when_a_symbol_is_unsubscribed_is_still_published_once(tmp_path):
+    """A delisting: the server sent the symbol's last close before our UNSUBSCRIBE reached it."""
+    gaps = []
+    shard = LiveProducer(
+        Settings.from_env(env={}, home=str(tmp_path)), None, None, threading.Event(), symbols=(),
+        fill=lambda _, *gap: gaps.append(gap),
+    )  # fmt: skip
+    minute = int(ROW[0])
+    shard.add(["FILUSDT"])
+    shard.handle(json.dumps(closed_event()))
+    shard.remove(["FILUSDT"])
+    shard.handle(json.dumps(closed_event(t=minute + 60_000, T=minute + 119_999)))
+    shard.handle(json.dumps(closed_event(t=minute + 60_000, T=minute + 119_999)))  # sent twice: published once
+    assert [c["open_time"] for c in shard._outbox] == [minute, minute + 60_000]
+    assert (shard.stats.malformed, shard.stats.duplicates) == (0, 1)
+    shard.add(["FILUSDT"])  # listed again an hour later: its break is not a gap to fill
+    shard.handle(json.dumps(closed_event(t=minute + 3_600_000, T=minute + 3_659_999)))
+    assert gaps == [] and shard._outbox[-1]["open_time"] == minute + 3_600_000
+    shard.handle(json.dumps(closed_event(s="ETHUSDT")))  # never subscribed
+    assert shard.stats.malformed == 1
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap():

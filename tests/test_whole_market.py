@@ -197,7 +197,13 @@ def test_whole_usdt_market_survives_disconnects_a_listing_and_a_delisting(kafka_
         stats = future.result(60)
     candles = [c for part in read_topic(settings.kafka_bootstrap_servers, settings.kafka_topic).values() for c in part]
     d = delivery(candles, expected)
-    assert (d.lost, d.doubled, d.unexpected) == (0, 0, 0), d
+    events = {
+        "base": server.base,
+        "listed": listed_from,
+        "delisted": delisted_from,
+        "cut_minutes": [(t - server.started_at) / server.minute_s for t in server.dropped_at],
+    }
+    assert (d.lost, d.doubled, d.unexpected) == (0, 0, 0), (d, events)
     listed = sorted(c["open_time"] for c in candles if c["symbol"] == "S2001USDT")
     assert listed[0] == listed_from and len(listed) == MINUTES - (listed_from - server.base) // 60_000
     assert max(c["open_time"] for c in candles if c["symbol"] == "S0007USDT") == delisted_from - 60_000

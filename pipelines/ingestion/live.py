@@ -182,7 +182,7 @@ class LiveProducer:
         self.stats = stats or LiveStats()  # the caller's object, when it reports the counters while this runs
         self._stats_logged_at = time.monotonic()
         self._changes: list[tuple[str, str]] = []  # (SUBSCRIBE or UNSUBSCRIBE, symbol) not sent yet
-        self._dropped: set[str] = set()  # unsubscribed: events still in flight are not malformed
+        self._dropped: set[str] = set()  # unsubscribed: closes still in flight are real candles
         self._listing: set[str] = set()  # added with a `since`, first event not seen yet
         self._lock = threading.Lock()  # symbols and pending changes (other threads add/remove); fill counters
         self._request_id = 0
@@ -195,19 +195,21 @@ class LiveProducer:
         with self._lock:
             for symbol in symbols:
                 self.symbols.add(symbol)
-                self._dropped.discard(symbol)
+                if symbol in self._dropped:  # listed again: the minutes of its break are not a gap
+                    self._dropped.discard(symbol)
+                    self.next_open.pop(symbol, None)
                 if since and symbol in since:
                     self.next_open[symbol] = since[symbol]
                     self._listing.add(symbol)
                 self._changes.append(("SUBSCRIBE", symbol))
 
     def remove(self, symbols: Iterable[str]) -> None:
-        """Unsubscribe from symbols (from another thread); their state is forgotten."""
+        """Unsubscribe from symbols (from another thread). Their next minute is kept: a close the server sent before
+        our UNSUBSCRIBE reached it is still a real candle, and is published once."""
         with self._lock:
             for symbol in symbols:
                 self.symbols.discard(symbol)
                 self._dropped.add(symbol)
-                self.next_open.pop(symbol, None)
                 self._changes.append(("UNSUBSCRIBE", symbol))
 
     def run(self) -> LiveStats:
@@ -321,10 +323,9 @@ class LiveProducer:
         self.stats.messages += 1
         try:
             event = parse_message(raw, self.settings.interval, now_ms())
-            if event is not None and event.candle["symbol"] not in self.symbols:
-                if event.candle["symbol"] in self._dropped:
-                    return  # sent before our UNSUBSCRIBE reached the server
-                raise MalformedMessage(f"symbol {event.candle['symbol']} was not subscribed")
+            symbol = None if event is None else event.candle["symbol"]
+            if symbol is not None and symbol not in self.symbols and symbol not in self._dropped:
+                raise MalformedMessage(f"symbol {symbol} was not subscribed")
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("%s: malformed message (%s): %.200r", self.name, exc, raw)

@@ -4,13 +4,12 @@ pyarrow's S3 file system with the lake's settings."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
 from lakehouse.object_store import exists, filesystem
-from lakehouse.services.cluster import BUCKET, LocalCluster
+from lakehouse.services.cluster import LocalCluster
 from lakehouse.services.process import free_port
 from lakehouse.settings import Settings
 from pipelines.streaming.health import committed_offsets
@@ -23,18 +22,9 @@ pytestmark = pytest.mark.integration
 def lake_on_s3(tmp_path) -> Iterator[Settings]:
     base = Settings.from_env(env={}, home=str(tmp_path), cluster_s3_port=free_port())
     cluster = LocalCluster.from_settings(base)
-    cluster.s3.start()
     try:
-        # Only the object store of the loopback cluster: its settings, without Spark or Kafka running.
-        yield dataclasses.replace(
-            base,
-            lakehouse_root=f"s3a://{BUCKET}/lake",
-            checkpoint_root="",
-            s3_endpoint=cluster.s3.endpoint,
-            s3_access_key=cluster.s3.access_key,
-            s3_secret_key=cluster.s3.secret,
-            s3_path_style=True,
-        )
+        cluster.s3.start()
+        yield cluster.settings(base)  # only its object store runs: no Spark or Kafka is needed here
     finally:
         cluster.s3.stop()
 

@@ -3,9 +3,20 @@ S3-compatible endpoint), through pyarrow's file systems and the lake's settings.
 
 from __future__ import annotations
 
+import os
+
 from pyarrow import fs
 
 from lakehouse.settings import Settings
+
+# S3-compatible stores refuse the flexible checksums the AWS SDKs send by default since 2025: S3Proxy answers
+# GetObject's `x-amz-checksum-mode: enabled` with HTTP 501, and uploads in aws-chunked encoding with a trailing CRC
+# with HTTP 400 (XAmzContentSHA256Mismatch). Against a custom endpoint the SDK's own switches ask for checksums only
+# where the S3 API requires them, as before 2025; a value set in the environment wins. Read when a client is made.
+_CHECKSUMS_WHEN_REQUIRED = {
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
 
 
 def filesystem(location: str, settings: Settings) -> tuple[fs.FileSystem, str]:
@@ -13,6 +24,9 @@ def filesystem(location: str, settings: Settings) -> tuple[fs.FileSystem, str]:
     if not location.startswith(("s3a://", "s3://")):
         return fs.LocalFileSystem(), location
     endpoint = settings.s3_endpoint
+    if endpoint:
+        for name, value in _CHECKSUMS_WHEN_REQUIRED.items():
+            os.environ.setdefault(name, value)
     s3 = fs.S3FileSystem(
         access_key=settings.s3_access_key or None,
         secret_key=settings.s3_secret_key or None,

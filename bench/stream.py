@@ -227,6 +227,7 @@ def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
             # own; in compressed minutes it would otherwise delay the next minute, which a real minute would not.
             publish(producer, settings.kafka_topic, [series[n][0] for n in names])
             wait_for_catch_up(settings)
+            time.sleep(every_s)  # what follows the warm-up batch (preparing the next appends) has its minute too
             for minute in range(1, minutes + 1):  # all symbols' candle of this minute close together
                 publish(producer, settings.kafka_topic, [series[n][minute] for n in names])
                 time.sleep(every_s)

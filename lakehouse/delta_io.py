@@ -135,6 +135,17 @@ def append_once(
     writer.save(table.location(settings))
 
 
+def prepare_appends(spark: SparkSession, settings: Settings, table: Table) -> None:
+    """Compute the state of the table's newest snapshot now, so the next append_once does not wait for it.
+
+    An idempotent append looks its txnAppId up in that state, and Delta 4.4 does not read it from the checksum
+    file: the first lookup after each commit rebuilds it with three Spark jobs (measured: an append_once of 2,000
+    candles 1.1-1.2 s, 0.4-0.5 s once the state is built). A new commit by another writer only makes this
+    wasted work."""
+    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table.location(settings))
+    delta_log.unsafeVolatileSnapshot().setTransactions()
+
+
 def _appender(spark: SparkSession, table: Table, rows: pd.DataFrame | DataFrame) -> DataFrameWriter:
     # partitionBy always: a table the append creates gets the registry's layout.
     return as_spark(spark, table, rows).write.format("delta").mode("append").partitionBy(*table.partition_by)

@@ -20,6 +20,7 @@ What a failed batch leads to: see pipelines.streaming.failures.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from lakehouse.delta_io import append_once, as_spark, log_version, merge_into, read_range, read_table, to_pandas
+from lakehouse.delta_io import (
+    append_once,
+    as_spark,
+    log_version,
+    merge_into,
+    prepare_appends,
+    read_range,
+    read_table,
+    to_pandas,
+)
 from lakehouse.settings import Settings
 from lakehouse.tables import (
     BRONZE_CANDLES,
@@ -127,6 +137,31 @@ class QueryState:
         self.incidents: pd.DataFrame | None = None  # each symbol's latest incident; None: read gold.incidents
         self.market = MarketTracker(MarketConfig.from_settings(settings))
         self.alerting = Alerting(settings)
+        self._preparing: threading.Thread | None = None
+        self._in_batch = threading.Event()
+
+    def batch_started(self) -> None:
+        self._in_batch.set()
+
+    def prepare_next_batch(self, spark: SparkSession, settings: Settings) -> None:
+        """While the stream waits for data, build the state the next batch's appends look their transaction ids up
+        in (see prepare_appends), gold first. Not when the next batch has started (a backlog): its appends build
+        the state themselves, and the two would share the 2 cores."""
+        self._in_batch.clear()
+        if self._preparing is not None and self._preparing.is_alive():
+            return
+
+        def prepare() -> None:
+            for table in (GOLD_SCORES, SILVER_CANDLES, BRONZE_CANDLES):
+                if self._in_batch.wait(0.05):
+                    return
+                try:
+                    prepare_appends(spark, settings, table)
+                except Exception as error:  # only an optimisation: the append builds the state itself
+                    log.debug("state of %s not prepared: %s", table.name, first_line(error))
+
+        self._preparing = threading.Thread(target=prepare, name="prepare-appends", daemon=True)
+        self._preparing.start()
 
     def forget(self) -> None:
         """After a failed attempt: the tail and the incidents may hold half of it, so the next batch reads the
@@ -190,6 +225,7 @@ def run_batch(
     to quarantine one row each, with the error as their reason, so the stream moves on. Failures of
     infrastructure are raised at once (see failure_kind)."""
     failures: list[BaseException] = []
+    state.batch_started()
     while len(failures) < 2:
         try:
             result = process(spark, settings, records, batch_id, app_id, state)
@@ -202,6 +238,7 @@ def run_batch(
             log.warning("batch %d failed on its data (attempt %d): %s", batch_id, len(failures), first_line(error))
             continue
         result.data_failures = len(failures)
+        state.prepare_next_batch(spark, settings)
         return result
     return quarantine_batch(spark, settings, records, batch_id, app_id, failures[-1])
 

@@ -24,6 +24,8 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -34,7 +36,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.delta_io import append, read_table
 from lakehouse.services.cluster import LocalCluster
-from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
+from lakehouse.services.kafka_broker import broker_of_its_own, ensure_topic
 from lakehouse.services.process import free_port, free_port_block
 from lakehouse.settings import PROJECT_ROOT, Settings
 from lakehouse.spark import ensure_tables, get_spark
@@ -50,17 +52,9 @@ SAMPLE = PROJECT_ROOT / "data" / "sample"
 SOURCES = ("FILUSDT", "NEARUSDT")
 
 
-def setup(home: str) -> tuple[Settings, KafkaBroker]:
-    settings = Settings.from_env(
-        env={}, home=home, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port()
-    )
-    broker = KafkaBroker.from_settings(settings)
-    broker.start()
-    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-    return settings, broker
-
-
-def setup_cluster(home: str) -> tuple[Settings, LocalCluster]:
+@contextmanager
+def cluster_of_its_own(home: str) -> Iterator[Settings]:
+    """Settings for `marketlake cluster`'s parts on free ports, started with the candle topic, stopped on leaving."""
     base = Settings.from_env(
         env={},
         home=home,
@@ -70,9 +64,12 @@ def setup_cluster(home: str) -> tuple[Settings, LocalCluster]:
     )
     cluster = LocalCluster.from_settings(base)
     cluster.start()
-    settings = cluster.settings(base)
-    ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
-    return settings, cluster
+    try:
+        settings = cluster.settings(base)
+        ensure_topic(settings.kafka_bootstrap_servers, settings.kafka_topic, settings.kafka_topic_partitions)
+        yield settings
+    finally:
+        cluster.stop()
 
 
 def history(spark, settings: Settings, names: list[str]) -> None:
@@ -166,8 +163,8 @@ def breakdown(batches: list[BatchResult]) -> str:
 
 
 def throughput(batch: int, cluster: bool) -> None:
-    with tempfile.TemporaryDirectory() as home:
-        settings, services = setup_cluster(home) if cluster else setup(home)
+    services = cluster_of_its_own if cluster else broker_of_its_own
+    with tempfile.TemporaryDirectory() as home, services(home) as settings:
         spark = get_spark(settings, "bench-stream")
         try:
             ensure_tables(spark, settings)
@@ -193,13 +190,11 @@ def throughput(batch: int, cluster: bool) -> None:
             print(breakdown(batches))
         finally:
             spark.stop()
-            services.stop()
 
 
 def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
     names = [f"B{i:04d}USDT" for i in range(symbols)]
-    with tempfile.TemporaryDirectory() as home:
-        settings, broker = setup(home)
+    with tempfile.TemporaryDirectory() as home, broker_of_its_own(home) as settings:
         webhook = ThreadingHTTPServer(("127.0.0.1", free_port()), Webhook)
         threading.Thread(target=webhook.serve_forever, daemon=True).start()
         if alerts:
@@ -260,7 +255,6 @@ def latency(symbols: int, minutes: int, every_s: float, alerts: bool) -> None:
         finally:
             webhook.shutdown()
             spark.stop()
-            broker.stop()
 
 
 if __name__ == "__main__":

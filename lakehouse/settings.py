@@ -86,6 +86,10 @@ class Settings:
     dagster_code_server: str = "127.0.0.1:4000"  # where the code location's gRPC server listens
     # A long-running run (stream, producer) that has not reported for this long is failed, then restarted.
     dagster_heartbeat_timeout_s: int = 120
+    # --- Supervisor sensors (issue 16): how often each looks at its long-running run, and how long it waits before
+    # restarting a failed one (doubling per failure in a row, at most 10 min). Tests shorten both.
+    dagster_sensor_interval_s: int = 30
+    dagster_restart_backoff_s: float = 30.0
     # What the supervised producer run publishes: "live" (Binance), "replay" (replay_day from archive_dir, at
     # replay_speed market minutes per wall minute) or "off".
     producer: str = "live"

@@ -91,23 +91,28 @@ class SupervisedRunLauncher(DefaultRunLauncher):
 
 
 def supervisor_sensor(
-    job: dg.JobDefinition, name: str, health: Callable[[], str] = lambda: "", once: bool = False
+    job: dg.JobDefinition,
+    name: str,
+    health: Callable[[], str] = lambda: "",
+    once: bool = False,
+    interval_s: int = 30,
+    backoff_s: float = 30.0,
 ) -> dg.SensorDefinition:
-    """A sensor that keeps `job` running; `health` adds a word on how it is doing (e.g. the stream's lag); a job
-    run `once` (a replay) is left alone after it succeeded."""
+    """A sensor that keeps `job` running, looking every `interval_s`; `health` adds a word on how it is doing (e.g.
+    the stream's lag); a job run `once` (a replay) is left alone after it succeeded."""
 
     @dg.sensor(
         name=name,
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} when it is not running, restarts it after failures with back-off "
-        "(30 s doubling, at most 10 min), leaves it stopped when it was stopped from the UI.",
+        f"({backoff_s:g} s doubling, at most 10 min), leaves it stopped when it was stopped from the UI.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         runs = context.instance.get_run_records(dg.RunsFilter(job_name=job.name), limit=10)
         recent = [(r.dagster_run.status.value, r.end_time) for r in runs]
-        decision = supervise(recent, time.time(), done_when_succeeded=once)
+        decision = supervise(recent, time.time(), base_backoff_s=backoff_s, done_when_succeeded=once)
         report = "; ".join(part for part in (decision.reason, health()) if part)
         context.log.info(report)
         if decision.start:

@@ -9,12 +9,16 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from lakehouse.services.kafka_broker import KafkaBroker, ensure_topic
 from lakehouse.services.process import free_port
 from lakehouse.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from lakehouse.services.superset import Superset
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
@@ -55,6 +59,29 @@ def broker(session_home: Path) -> Iterator[KafkaBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def superset(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
+    """One Superset on real gold tables (the bundled sample) in a home of its own, for the browser and the security
+    tests alike: started once per run, not once per module (a start costs about a minute). A test that changes it
+    puts it back (e.g. the admin password)."""
+    from lakehouse.services.superset import VENV, Superset
+    from lakehouse.spark import ensure_tables
+    from marketlake.seed import gold_sample, write_tables
+
+    if not (VENV / "bin" / "superset").exists():
+        pytest.skip("no .venv-superset (make superset-venv)")
+    home = tmp_path_factory.mktemp("superset-home")
+    settings = Settings.from_env(
+        env={}, home=str(home), superset_port=free_port(), spark_master=base_settings.spark_master
+    )
+    ensure_tables(spark, settings)
+    write_tables(spark, settings, gold_sample(sorted(SAMPLE.rglob("*.zip"))))
+    service = Superset(settings)
+    service.start()
+    yield service
+    service.stop()
 
 
 def on_lake(settings: Settings, root: Path) -> Settings:

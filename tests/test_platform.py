@@ -46,9 +46,10 @@ ASSETS = [["bronze", "candles"], ["silver", "candles"]]
 
 
 def wait_until(what: str, check: Callable[[], object], timeout_s: float, every_s: float = 3.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    while time.monotonic() < started + timeout_s:
         if result := check():
+            print(f"{what}: {time.monotonic() - started:.0f} s")
             return result
         time.sleep(every_s)
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
@@ -81,6 +82,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setting
         "MARKETLAKE_SYMBOLS": ",".join(SYMBOLS),
         "MARKETLAKE_BACKFILL_START": HISTORY[0],
         "MARKETLAKE_DAGSTER_HEARTBEAT_TIMEOUT_S": "40",  # a dead run is noticed within a minute
+        # and restarted within seconds, not the minute of a 30 s sensor interval plus a 30 s back-off
+        "MARKETLAKE_DAGSTER_SENSOR_INTERVAL_S": "10",
+        "MARKETLAKE_DAGSTER_RESTART_BACKOFF_S": "5",
     }
     settings = Settings.from_env(env)
     started = time.monotonic()

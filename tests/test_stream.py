@@ -1,7 +1,10 @@
 """The stream on the real broker, Spark and Delta: same answers as the batch detector, exactly once, bad input
 quarantined."""
 
+import dataclasses
+import shutil
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,7 +15,7 @@ from lakehouse.spark import ensure_tables
 from lakehouse.tables import BRONZE_CANDLES, GOLD_SCORES, SILVER_CANDLES, SILVER_QUARANTINE
 from marketlake.demo import wait_for_catch_up
 from pipelines.detection.maths import DetectionConfig, score
-from pipelines.detection.thresholds import latest_thresholds, train_thresholds
+from pipelines.detection.thresholds import TrainingResult, latest_thresholds, train_thresholds
 from pipelines.ingestion.archives import ArchiveFile
 from pipelines.ingestion.backfill import LocalArchives, backfill_day
 from pipelines.ingestion.kafka_io import make_producer, publish
@@ -21,7 +24,7 @@ from pipelines.layers.silver import REQUIRED
 from pipelines.streaming.batch import QueryState, process_batch
 from pipelines.streaming.query import start_stream
 from tests.bad_records import BAD_RECORDS, examples, variant
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, on_lake
 
 
 @pytest.fixture
@@ -33,8 +36,32 @@ def settings(kafka_settings):
 SYMBOLS = ("FILUSDT", "NEARUSDT")
 
 
-def prepare(spark, settings):
-    """Two days of history in silver and thresholds trained on them (what backfill + training leave behind)."""
+# The settings but for the lake and what the tests vary (topics, alert sinks) -> a lake prepared once per run, and
+# its training's result.
+PREPARED: dict[str, tuple[Path, TrainingResult]] = {}
+PER_TEST = ("lakehouse_root", "checkpoint_root", "kafka_topic", "alerts_")
+
+
+def prepare(spark, settings) -> TrainingResult:
+    """Two days of history in silver and thresholds trained on them (what backfill + training leave behind).
+
+    A local lake gets a copy of one prepared once per run: the same Delta files, without the backfill and training
+    each time (backfill and training are tested on their own)."""
+    if settings.on_s3:
+        return backfill_and_train(spark, settings)
+    key = repr(
+        {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if not f.name.startswith(PER_TEST)}
+    )
+    if key not in PREPARED:
+        template = Path(settings.home) / "prepared" / str(len(PREPARED))
+        PREPARED[key] = template, backfill_and_train(spark, on_lake(settings, template))
+    template, trained = PREPARED[key]
+    shutil.copytree(template, settings.lakehouse_root)
+    ensure_tables(spark, settings)  # the names now point at this test's lake
+    return dataclasses.replace(trained, thresholds=trained.thresholds.copy(), rejected=trained.rejected.copy())
+
+
+def backfill_and_train(spark, settings) -> TrainingResult:
     ensure_tables(spark, settings)
     for symbol in SYMBOLS:
         for day in (date(2025, 2, 1), date(2025, 2, 2)):

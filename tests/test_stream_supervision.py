@@ -1,5 +1,8 @@
 """The stream's supervision: the back-off rule (pure) and the Dagster sensor on a real instance."""
 
+import dataclasses
+import re
+
 import dagster as dg
 
 from orchestration.definitions import build_definitions
@@ -45,3 +48,14 @@ def test_sensor_launches_the_stream_and_backs_off_after_a_failure(settings):
         result = sensor(dg.build_sensor_context(instance=instance))
         assert not result.run_requests
         assert "failed 1 time(s); restarting in" in result.skip_reason.skip_message
+
+
+def test_the_sensors_look_and_restart_as_soon_as_the_settings_say(settings):
+    quick = dataclasses.replace(settings, dagster_sensor_interval_s=10, dagster_restart_backoff_s=5.0)
+    defs = build_definitions(quick)
+    sensor = defs.resolve_sensor_def("stream_supervisor_sensor")
+    assert sensor.minimum_interval_seconds == 10
+    with dg.instance_for_test() as instance:
+        instance.report_run_failed(instance.create_run_for_job(defs.resolve_job_def("run_stream_job")))
+        result = sensor(dg.build_sensor_context(instance=instance))
+        assert re.search(r"restarting in [45] s", result.skip_reason.skip_message)

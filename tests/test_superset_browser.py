@@ -12,40 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from lakehouse.services.process import free_port
 from lakehouse.services.superset import ADMIN, VENV, Superset, database_uri, provisioning
-from lakehouse.settings import PROJECT_ROOT, Settings
-from marketlake.seed import gold_sample, write_tables
-from tests.conftest import SAMPLE
+from lakehouse.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration  # starts services of its own
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "superset"
 load_content = provisioning().load_content
-
-
-@pytest.fixture(scope="module")
-def superset(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
-    if not (VENV / "bin" / "superset").exists():
-        pytest.skip("no .venv-superset (make superset-venv)")
-    from lakehouse.spark import ensure_tables
-
-    home = tmp_path_factory.mktemp("superset-home")
-    settings = Settings.from_env(
-        env={}, home=str(home), superset_port=free_port(), spark_master=base_settings.spark_master
-    )
-    ensure_tables(spark, settings)
-    write_tables(spark, settings, gold_sample(sorted(SAMPLE.rglob("*.zip"))))
-    service = Superset(settings)
-    service.start()
-    yield service
-    service.stop()
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:

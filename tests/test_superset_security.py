@@ -1,7 +1,8 @@
 """Attacks on Superset's query surface as the roles analysts get: nothing outside the lake is readable, DuckDB's
 settings cannot be changed back, databases cannot be added, a viewer has no SQL Lab; the lake still answers.
 
-Runs against the module-scoped Superset of tests/test_superset_browser.py (real gold tables in a temporary home).
+Runs against the session's Superset (tests/conftest.py; real gold tables in a temporary home), shared with
+tests/test_superset_browser.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.services.superset import Superset, provisioning
-from tests.test_superset_browser import open_dashboards, superset  # noqa: F401  (superset: the fixture)
+from tests.test_superset_browser import open_dashboards
 
 pytestmark = pytest.mark.integration  # starts services of its own
 provision = provisioning()
@@ -22,7 +23,7 @@ REFUSED = r"file system operations are disabled|disallowed|not allowed|locked|Pe
 DISABLED = "file system operations are disabled"
 
 
-def user(superset: Superset, role: str) -> tuple[str, str]:  # noqa: F811
+def user(superset: Superset, role: str) -> tuple[str, str]:
     """Name and password of a user holding only `role` (created by the admin through FAB's security API)."""
     admin = superset.api()
     name, password = f"test-{role}", f"pw-{role}-" + superset.admin_password()[:12]
@@ -33,7 +34,7 @@ def user(superset: Superset, role: str) -> tuple[str, str]:  # noqa: F811
     return name, password
 
 
-def user_api(superset: Superset, role: str):  # noqa: F811
+def user_api(superset: Superset, role: str):
     return provision.Api.login(superset.url, *user(superset, role))
 
 
@@ -48,7 +49,7 @@ def refusal(api, sql: str) -> str:
     return str(error.value)
 
 
-def test_analyst_reads_the_lake_and_nothing_else(superset: Superset) -> None:  # noqa: F811
+def test_analyst_reads_the_lake_and_nothing_else(superset: Superset) -> None:
     analyst = user_api(superset, "analyst")
     assert run(analyst, "SELECT COUNT(*) AS n FROM gold.scores")[0]["n"] > 0
     secret = superset.home / "secret_key"
@@ -91,7 +92,7 @@ def test_analyst_reads_the_lake_and_nothing_else(superset: Superset) -> None:  #
     assert run(analyst, "SELECT current_setting('enable_external_access') AS on")[0]["on"] is False
 
 
-def test_every_duckdb_connection_is_confined(superset: Superset) -> None:  # noqa: F811
+def test_every_duckdb_connection_is_confined(superset: Superset) -> None:
     """Even a DuckDB connection an admin adds (not the catalog) reads no file: it has no lake folders at all."""
     planted = superset.home / "planted.csv"
     planted.write_text("secret\nplanted\n")
@@ -105,7 +106,7 @@ def test_every_duckdb_connection_is_confined(superset: Superset) -> None:  # noq
         admin.call("DELETE", f"database/{scratch}")
 
 
-def test_unsafe_connections_are_refused(superset: Superset) -> None:  # noqa: F811
+def test_unsafe_connections_are_refused(superset: Superset) -> None:
     admin = superset.api()
     meta = {"database_name": "meta", "sqlalchemy_uri": f"sqlite:///{superset.home / 'superset.db'}"}
     with pytest.raises(provision.ProvisionError, match="cannot be used as a data source"):
@@ -121,7 +122,7 @@ def test_unsafe_connections_are_refused(superset: Superset) -> None:  # noqa: F8
     assert [d["database_name"] for d in analyst.call("GET", "database/")["result"]] == [provision.DATABASE]
 
 
-def test_viewer_sees_dashboards_but_no_sql_lab(superset: Superset) -> None:  # noqa: F811
+def test_viewer_sees_dashboards_but_no_sql_lab(superset: Superset) -> None:
     viewer = user_api(superset, "viewer")
     dashboards = viewer.call("GET", "dashboard/?q=(page_size:100)")["result"]
     assert len(dashboards) == len(provision.load_content()["dashboards"])
@@ -135,7 +136,7 @@ def test_viewer_sees_dashboards_but_no_sql_lab(superset: Superset) -> None:  # n
                                        "datasource_type": "table"})  # fmt: skip
 
 
-def test_viewer_opens_every_dashboard_in_chromium(superset: Superset) -> None:  # noqa: F811
+def test_viewer_opens_every_dashboard_in_chromium(superset: Superset) -> None:
     content = provision.load_content()
     api = superset.api()
     charts = {key: api.find("chart", slice_name=chart["title"]) for key, chart in content["charts"].items()}
@@ -145,7 +146,7 @@ def test_viewer_opens_every_dashboard_in_chromium(superset: Superset) -> None:  
     assert all(answer["result"][0]["rowcount"] > 0 for answer in answers.values())
 
 
-def test_roles_and_secrets_at_every_start(superset: Superset) -> None:  # noqa: F811
+def test_roles_and_secrets_at_every_start(superset: Superset) -> None:
     superset.start()  # already running: initialises and provisions again
     admin = superset.api()
     roles = [r["name"] for r in admin.call("GET", "security/roles/?q=(page_size:100)")["result"]]

@@ -95,8 +95,9 @@ def supervisor_sensor(
     name: str,
     health: Callable[[], str] = lambda: "",
     once: bool = False,
-    interval_s: int = 30,
-    backoff_s: float = 30.0,
+    *,
+    interval_s: int,
+    backoff_s: float,
 ) -> dg.SensorDefinition:
     """A sensor that keeps `job` running, looking every `interval_s`; `health` adds a word on how it is doing (e.g.
     the stream's lag); a job run `once` (a replay) is left alone after it succeeded."""

@@ -162,13 +162,13 @@ class _TrailingWindow(BaseIndexer):
     def _computed(self) -> tuple[np.ndarray, np.ndarray]:
         times = self.times.view("int64")
         width = self.minutes * 60_000_000_000
-        left_side, end_side = ("left", "left") if self.which == "left" else ("right", "right")
+        side = "left" if self.which == "left" else "right"
         start, end = np.empty(len(times), "int64"), np.empty(len(times), "int64")
         cuts = np.flatnonzero(self.symbols[1:] != self.symbols[:-1]) + 1
         for first, last in zip(np.r_[0, cuts], np.r_[cuts, len(times)], strict=True):
             own = times[first:last]
-            start[first:last] = first + np.searchsorted(own, own - width, side=left_side)
-            end[first:last] = first + np.searchsorted(own, own, side=end_side)
+            start[first:last] = first + np.searchsorted(own, own - width, side=side)
+            end[first:last] = first + np.searchsorted(own, own, side=side)
         return start, end
 
 

@@ -3,10 +3,11 @@
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 
 from lakehouse.tables import BRONZE_CANDLES, SILVER_CANDLES, SILVER_QUARANTINE
 from pipelines.layers.bronze import kafka_to_bronze
-from pipelines.layers.silver import parse, quarantined, valid_candles
+from pipelines.layers.silver import PARSED_SCHEMA, parse, parse_records, quarantined, valid_candles
 from tests.bad_records import BAD_RECORDS, GOOD, examples, kafka_records, kafka_rows, variant
 
 
@@ -83,3 +84,37 @@ def test_fuzzed_kafka_records_become_plausible_candles_or_quarantine_rows(spark)
     quarantine = quarantined(parsed).toPandas()
     assert sorted(quarantine["offset"]) == sorted(rows.loc[rows["reason"].notna(), "offset"])
     assert quarantine["reason"].str.len().gt(0).all()
+
+
+def test_parsing_is_a_pure_function_of_bronze_rows():
+    """The stream calls parse_records on the driver, without Spark: the same reasons, a row per record."""
+    now = datetime(2026, 1, 1)
+    records = [(key, value) for key, value, _ in BAD_RECORDS] + [("FILUSDT", variant())]
+    bronze = pd.DataFrame(
+        [
+            ("kafka", key, None, value, "t", 0, offset, now, now, now.date())
+            for offset, (key, value) in enumerate(records)
+        ],
+        columns=BRONZE_CANDLES.columns,
+    )
+    parsed = parse_records(bronze)
+    assert list(parsed.columns) == PARSED_SCHEMA.fieldNames() and len(parsed) == len(records)
+    for (_, _, words), reason in zip(BAD_RECORDS, parsed["reason"], strict=False):
+        assert reason is not None and words in reason, (words, reason)
+    good = parsed.iloc[-1]
+    assert good["reason"] is None and good["trades"] == 42 and good["open_time"] == pd.Timestamp("2025-02-03")
+    assert parse_records(bronze.iloc[:0]).columns.tolist() == PARSED_SCHEMA.fieldNames()
+
+
+def test_the_driver_and_spark_workers_parse_alike(spark):
+    """The stream parses on the driver, the backfill (and the stream's quarantine rows) on Spark's workers."""
+    records = [(key.encode(), value.encode()) for key, value, _ in BAD_RECORDS] + examples(kafka_records, 150)
+    bronze = kafka_to_bronze(kafka_rows(spark, records)).cache()
+    on_workers = parse(bronze).toPandas().sort_values("offset", ignore_index=True)
+    on_driver = parse_records(bronze.toPandas()).sort_values("offset", ignore_index=True)
+    assert on_driver["reason"].tolist() == on_workers["reason"].tolist()
+    valid = on_driver["reason"].isna()
+    columns = SILVER_CANDLES.columns
+    pd.testing.assert_frame_equal(
+        on_driver.loc[valid, columns].astype({"trades": "int64"}), on_workers.loc[valid, columns], check_dtype=False
+    )

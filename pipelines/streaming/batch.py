@@ -60,7 +60,7 @@ from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
 from pipelines.layers.bronze import kafka_to_bronze
 from pipelines.layers.gold import score_rows
-from pipelines.layers.silver import parse, quarantined
+from pipelines.layers.silver import parse, parse_records, quarantined
 from pipelines.streaming.context import SilverTail
 from pipelines.streaming.failures import FailureKind, failure_kind, first_line
 
@@ -190,23 +190,22 @@ def process_batch(
     result = BatchResult(batch_id, 0, 0, 0, 0, 0, ())
     with result.timed("collect"):
         bronze = kafka_to_bronze(records).cache()
-        parsed = parse(bronze).cache()
-        checked = parsed.select(*SILVER_CANDLES.columns, "reason").toPandas()
-    result.records, result.quarantined = len(checked), int(checked["reason"].notna().sum())
+        parsed = parse_records(bronze.toPandas())
+    bad = parsed["reason"].notna()
+    result.records, result.quarantined = len(parsed), int(bad.sum())
     try:
         # Earliest Kafka copy of each candle in the batch wins; latency is measured from its Kafka time.
         valid = (
-            checked[checked["reason"].isna()]
-            .drop(columns="reason")
+            parsed.loc[~bad, SILVER_CANDLES.columns]
+            .astype({"trades": "int64"})
             .sort_values("kafka_timestamp", kind="stable")
             .drop_duplicates(["symbol", "open_time"], keep="first")
         )
         new_in_silver = _gold(spark, settings, valid, batch_id, app_id, state, config, result) if len(valid) else valid
-        _copies(spark, settings, bronze, parsed, new_in_silver, batch_id, app_id, state.tail, result)
+        _copies(spark, settings, bronze, new_in_silver, batch_id, app_id, state.tail, result)
         if len(valid):
             state.tail.trim(valid)
     finally:
-        parsed.unpersist()
         bronze.unpersist()
         result.seconds = time.perf_counter() - started
     return result
@@ -405,20 +404,20 @@ def _copies(
     spark: SparkSession,
     settings: Settings,
     bronze: DataFrame,
-    parsed: DataFrame,
     new_in_silver: pd.DataFrame,
     batch_id: int,
     app_id: str,
     tail: SilverTail,
     result: BatchResult,
 ) -> None:
-    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting."""
+    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting. The
+    quarantine rows are parsed again, by Spark, from the cached bronze rows (rare, and off gold's path)."""
 
     def write_raw() -> None:
         with result.timed("bronze_write"):
             append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
             if result.quarantined:
-                append_once(spark, settings, SILVER_QUARANTINE, quarantined(parsed), app_id, batch_id)
+                append_once(spark, settings, SILVER_QUARANTINE, quarantined(parse(bronze)), app_id, batch_id)
 
     with ThreadPoolExecutor(max_workers=1) as raw_writer:
         raw = raw_writer.submit(write_raw)

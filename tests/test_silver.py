@@ -107,7 +107,7 @@ def test_parsing_is_a_pure_function_of_bronze_rows():
 
 
 def test_the_driver_and_spark_workers_parse_alike(spark):
-    """The stream parses on the driver, the backfill (and the stream's quarantine rows) on Spark's workers."""
+    """The stream parses on the driver, the backfill on Spark's workers."""
     records = [(key.encode(), value.encode()) for key, value, _ in BAD_RECORDS] + examples(kafka_records, 150)
     bronze = kafka_to_bronze(kafka_rows(spark, records)).cache()
     on_workers = parse(bronze).toPandas().sort_values("offset", ignore_index=True)
@@ -117,4 +117,10 @@ def test_the_driver_and_spark_workers_parse_alike(spark):
     columns = SILVER_CANDLES.columns
     pd.testing.assert_frame_equal(
         on_driver.loc[valid, columns].astype({"trades": "int64"}), on_workers.loc[valid, columns], check_dtype=False
+    )
+    # The stream's quarantine rows come from the driver's parsed rows.
+    from_driver = quarantined(spark.createDataFrame(on_driver[~valid], PARSED_SCHEMA)).drop("quarantined_at")
+    pd.testing.assert_frame_equal(
+        from_driver.toPandas().sort_values("offset", ignore_index=True),
+        quarantined(parse(bronze)).drop("quarantined_at").toPandas().sort_values("offset", ignore_index=True),
     )

@@ -10,6 +10,7 @@ to a reason. Besides the format, values must be plausible: magnitudes that keep 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -182,7 +183,11 @@ def _read(value: str) -> dict[str, Any] | str:
         return "not valid UTF-8"
     try:
         parsed = json.loads(
-            value, object_pairs_hook=_unique_keys, parse_constant=_refused, parse_int=_integer, parse_float=_decimal
+            value,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_refused,
+            parse_int=functools.partial(_number, int),
+            parse_float=functools.partial(_number, float),
         )
         if "\\u" in value:  # an escaped lone surrogate would not encode (nor reach Arrow or Delta)
             json.dumps(parsed, ensure_ascii=False).encode()
@@ -201,16 +206,10 @@ def _refused(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
-def _integer(written: str) -> int:
+def _number(convert: Callable[[str], Any], written: str) -> Any:
     if len(written) > _MAX_NUMBER_CHARS:
         raise ValueError("number too long")
-    return int(written)
-
-
-def _decimal(written: str) -> float:
-    if len(written) > _MAX_NUMBER_CHARS:
-        raise ValueError("number too long")
-    return float(written)
+    return convert(written)
 
 
 def _text(value: Any) -> str | None:

@@ -60,7 +60,7 @@ from pipelines.detection.maths import DetectionConfig, score_after
 from pipelines.detection.thresholds import ThresholdsReader
 from pipelines.layers.bronze import kafka_to_bronze
 from pipelines.layers.gold import score_rows
-from pipelines.layers.silver import parse, parse_records, quarantined
+from pipelines.layers.silver import PARSED_SCHEMA, parse_records, quarantined
 from pipelines.streaming.context import SilverTail
 from pipelines.streaming.failures import FailureKind, failure_kind, first_line
 
@@ -202,7 +202,7 @@ def process_batch(
             .drop_duplicates(["symbol", "open_time"], keep="first")
         )
         new_in_silver = _gold(spark, settings, valid, batch_id, app_id, state, config, result) if len(valid) else valid
-        _copies(spark, settings, bronze, new_in_silver, batch_id, app_id, state.tail, result)
+        _copies(spark, settings, bronze, parsed[bad], new_in_silver, batch_id, app_id, state.tail, result)
         if len(valid):
             state.tail.trim(valid)
     finally:
@@ -404,20 +404,22 @@ def _copies(
     spark: SparkSession,
     settings: Settings,
     bronze: DataFrame,
+    rejected: pd.DataFrame,
     new_in_silver: pd.DataFrame,
     batch_id: int,
     app_id: str,
     tail: SilverTail,
     result: BatchResult,
 ) -> None:
-    """Bronze and quarantine on a second thread while silver is written: each commit is mostly waiting. The
-    quarantine rows are parsed again, by Spark, from the cached bronze rows (rare, and off gold's path)."""
+    """Bronze and quarantine (of the `rejected` parsed records) on a second thread while silver is written: each
+    commit is mostly waiting."""
 
     def write_raw() -> None:
         with result.timed("bronze_write"):
             append_once(spark, settings, BRONZE_CANDLES, bronze, app_id, batch_id)
-            if result.quarantined:
-                append_once(spark, settings, SILVER_QUARANTINE, quarantined(parse(bronze)), app_id, batch_id)
+            if not rejected.empty:
+                rows = quarantined(spark.createDataFrame(rejected, PARSED_SCHEMA))
+                append_once(spark, settings, SILVER_QUARANTINE, rows, app_id, batch_id)
 
     with ThreadPoolExecutor(max_workers=1) as raw_writer:
         raw = raw_writer.submit(write_raw)
